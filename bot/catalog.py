@@ -1,0 +1,274 @@
+"""What each CometAPI image model accepts: the one source of truth.
+
+Validation, the slash command's choices, autocomplete and the README's model table all read
+this module. Values come from OpenAI's `CreateImageRequest` (openai/openai-openapi @ f85dbe22,
+mirrored in shared/specs) and CometAPI's image-generation page; where those leave a value open,
+the comment on that value says what was chosen and why.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+
+class Family(StrEnum):
+    """Model families: each family shares its request shape."""
+
+    DALL_E = "dall-e"
+    GPT_IMAGE = "gpt-image"
+    QWEN = "qwen"
+
+
+STYLES: Final = ("vivid", "natural")
+BACKGROUNDS: Final = ("auto", "transparent", "opaque")
+OUTPUT_FORMATS: Final = ("png", "jpeg", "webp")
+COMPRESSION_RANGE: Final = (0, 100)
+# Discord caps a slash command's integer option and a message's attachments at these.
+MAX_N_OPTION: Final = 10
+# Discord's own cap on a string option; models with a larger limit are capped by Discord first.
+DISCORD_MAX_STRING: Final = 6000
+
+_SIZE_PATTERN: Final = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
+
+
+@dataclass(frozen=True, slots=True)
+class CustomSizeRule:
+    """Free WIDTHxHEIGHT sizes, as gpt-image-2 takes them."""
+
+    multiple_of: int
+    max_aspect_ratio: float
+    max_long_edge: int
+    max_short_edge: int
+    min_pixels: int
+    max_pixels: int
+
+    def problem(self, width: int, height: int) -> str | None:
+        """Why WIDTHxHEIGHT breaks the rule, or None when it is allowed."""
+        long_edge, short_edge = max(width, height), min(width, height)
+        if width % self.multiple_of or height % self.multiple_of:
+            return f"both sides must be multiples of {self.multiple_of}"
+        if long_edge / short_edge > self.max_aspect_ratio:
+            ratio = int(self.max_aspect_ratio)
+            return f"the aspect ratio must be between 1:{ratio} and {ratio}:1"
+        if long_edge > self.max_long_edge or short_edge > self.max_short_edge:
+            return f"the largest size is {self.max_long_edge}x{self.max_short_edge}"
+        if width * height < self.min_pixels:
+            return f"it must have at least {self.min_pixels:,} pixels"
+        if width * height > self.max_pixels:
+            return f"it must have at most {self.max_pixels:,} pixels"
+        return None
+
+    def nearest(self, width: int, height: int) -> tuple[int, int]:
+        """The closest allowed size, for autocomplete to suggest instead of a refused one."""
+        step = self.multiple_of
+
+        def snap(value: int, low: int, high: int) -> int:
+            return max(low, min(high, round(value / step) * step))
+
+        width = snap(width, step, self.max_long_edge)
+        height = snap(height, step, self.max_long_edge)
+        # Clamp the short edge and the ratio, then grow or shrink to the pixel bounds.
+        if min(width, height) > self.max_short_edge:
+            if width < height:
+                width = self.max_short_edge
+            else:
+                height = self.max_short_edge
+        long_edge = max(width, height)
+        min_short = -(-long_edge // int(self.max_aspect_ratio) // step) * step
+        if width < height:
+            width = max(width, min_short)
+        else:
+            height = max(height, min_short)
+        while width * height < self.min_pixels:
+            width, height = width + step, height + step
+            width = min(width, self.max_long_edge)
+            height = min(height, self.max_long_edge)
+        while width * height > self.max_pixels:
+            width, height = width - step, height - step
+        return width, height
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything one model accepts and how the bot talks to it."""
+
+    name: str
+    family: Family
+    summary: str
+    sizes: tuple[str, ...]
+    custom_sizes: CustomSizeRule | None
+    default_size: str | None
+    qualities: tuple[str, ...]
+    default_quality: str | None
+    max_n: int
+    prompt_limit: int
+    supports_style: bool
+    supports_gpt_options: bool
+    """output_format, output_compression and background."""
+    response_format: str | None
+    """What to ask for in `response_format`; None means the field is never sent."""
+    returns_usage: bool
+
+    def size_problem(self, size: str) -> str | None:
+        """Why this model refuses `size`, or None when it takes it."""
+        if size in self.sizes:
+            return None
+        allowed = ", ".join(self.sizes)
+        match = _SIZE_PATTERN.match(size)
+        if self.custom_sizes is None:
+            return f"`{size}` is not a size {self.name} makes. Allowed: {allowed}"
+        if match is None:
+            return (
+                f"`{size}` is not a size: use WIDTHxHEIGHT (for example 1536x864) "
+                f"or one of {allowed}"
+            )
+        reason = self.custom_sizes.problem(int(match[1]), int(match[2]))
+        if reason is None:
+            return None
+        return f"`{size}` is not allowed for {self.name}: {reason}"
+
+    def accepts_size(self, size: str) -> bool:
+        """Whether `size` is one this model takes."""
+        return self.size_problem(size) is None
+
+
+def normalize_size(text: str) -> str:
+    """A size as users type it (spaces, a multiplication sign) in the form the API takes."""
+    return text.strip().lower().replace("\u00d7", "x").replace(" ", "")
+
+
+def parse_size(size: str) -> tuple[int, int] | None:
+    """WIDTHxHEIGHT as integers, or None when the text is not of that form."""
+    match = _SIZE_PATTERN.match(normalize_size(size))
+    return (int(match[1]), int(match[2])) if match else None
+
+
+_GPT_IMAGE_SIZES: Final = ("auto", "1024x1024", "1536x1024", "1024x1536")
+_GPT_IMAGE_QUALITIES: Final = ("auto", "low", "medium", "high")
+# OpenAI's image guide gives gpt-image-2 these sizes as the common ones; autocomplete offers them.
+_GPT_IMAGE_2_PRESETS: Final = (
+    *_GPT_IMAGE_SIZES,
+    "2048x2048",
+    "2048x1152",
+    "1152x2048",
+    "2560x1440",
+    "1440x2560",
+    "3840x2160",
+    "2160x3840",
+)
+_GPT_IMAGE_2_RULE: Final = CustomSizeRule(
+    multiple_of=16,
+    max_aspect_ratio=3.0,
+    max_long_edge=3840,
+    max_short_edge=2160,
+    # The spec adds "the model's current pixel and edge limits" without numbers; OpenAI's
+    # image guide states 655,360 to 8,294,400 pixels (8,294,400 = 3840x2160).
+    min_pixels=655_360,
+    max_pixels=3840 * 2160,
+)
+
+
+def _gpt_image(name: str, summary: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family=Family.GPT_IMAGE,
+        summary=summary,
+        sizes=_GPT_IMAGE_SIZES,
+        custom_sizes=None,
+        default_size="auto",
+        qualities=_GPT_IMAGE_QUALITIES,
+        default_quality="auto",
+        max_n=10,
+        prompt_limit=32_000,
+        supports_style=False,
+        supports_gpt_options=True,
+        # GPT image models always answer base64 and reject response_format.
+        response_format=None,
+        returns_usage=True,
+    )
+
+
+_MODELS: Final = (
+    ModelSpec(
+        name="dall-e-3",
+        family=Family.DALL_E,
+        summary="DALL·E 3: one image, vivid or natural style, prompt rewritten by the model",
+        sizes=("1024x1024", "1792x1024", "1024x1792"),
+        custom_sizes=None,
+        default_size="1024x1024",
+        qualities=("standard", "hd"),
+        default_quality="standard",
+        max_n=1,
+        prompt_limit=4000,
+        supports_style=True,
+        supports_gpt_options=False,
+        response_format="b64_json",
+        returns_usage=False,
+    ),
+    ModelSpec(
+        name="dall-e-2",
+        family=Family.DALL_E,
+        summary="DALL·E 2: small square images, up to 10 at once",
+        sizes=("256x256", "512x512", "1024x1024"),
+        custom_sizes=None,
+        default_size="1024x1024",
+        qualities=("standard",),
+        default_quality="standard",
+        max_n=10,
+        prompt_limit=1000,
+        supports_style=False,
+        supports_gpt_options=False,
+        response_format="b64_json",
+        returns_usage=False,
+    ),
+    _gpt_image("gpt-image-1", "GPT Image 1: strong prompt following, transparent backgrounds"),
+    _gpt_image("gpt-image-1-mini", "GPT Image 1 mini: the cheaper, faster GPT Image 1"),
+    _gpt_image("gpt-image-1.5", "GPT Image 1.5: better text rendering and detail"),
+    ModelSpec(
+        name="gpt-image-2",
+        family=Family.GPT_IMAGE,
+        summary="GPT Image 2: any size up to 3840x2160, the newest GPT image model",
+        sizes=_GPT_IMAGE_2_PRESETS,
+        custom_sizes=_GPT_IMAGE_2_RULE,
+        default_size="auto",
+        qualities=_GPT_IMAGE_QUALITIES,
+        default_quality="auto",
+        max_n=10,
+        prompt_limit=32_000,
+        supports_style=False,
+        supports_gpt_options=True,
+        response_format=None,
+        returns_usage=True,
+    ),
+    ModelSpec(
+        name="qwen-image",
+        family=Family.QWEN,
+        summary="Qwen-Image: strong at text in images, one image at a time",
+        # CometAPI documents only "n must be 1". The sizes are Qwen-Image's own (Alibaba Model
+        # Studio), and the 800-character prompt limit is Alibaba's; nothing else is sent.
+        sizes=("1328x1328", "1664x928", "928x1664", "1472x1140", "1140x1472"),
+        custom_sizes=None,
+        default_size=None,
+        qualities=(),
+        default_quality=None,
+        max_n=1,
+        prompt_limit=800,
+        supports_style=False,
+        supports_gpt_options=False,
+        response_format=None,
+        returns_usage=False,
+    ),
+)
+
+CATALOG: Final[MappingProxyType[str, ModelSpec]] = MappingProxyType(
+    {model.name: model for model in _MODELS}
+)
+
+
+def get_model(name: str) -> ModelSpec | None:
+    """The model called `name`, or None when the catalog has no such model."""
+    return CATALOG.get(name)

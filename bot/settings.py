@@ -1,0 +1,84 @@
+"""Typed settings, read from the environment and `.env`; built in main, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the bot can be configured with; see `.env.example` for the meaning of each."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    discord_token: SecretStr
+    cometapi_key: SecretStr
+    cometapi_base_url: str = "https://api.cometapi.com/v1"
+    discord_api_base_url: str = "https://discord.com/api/v10"
+    database_path: Path = Path("data/usage.db")
+    default_model: str = "dall-e-3"
+    cometapi_timeout_s: float = Field(default=180.0, gt=0)
+    max_concurrent_generations: int = Field(default=16, ge=1)
+    user_daily_image_limit: int = Field(default=0, ge=0)
+    discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("discord_token", "cometapi_key")
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("cometapi_base_url", "discord_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("default_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from bot.catalog import CATALOG
+
+        if value not in CATALOG:
+            raise ValueError(f"must be one of: {', '.join(CATALOG)}")
+        return value
+
+    @field_validator("discord_guild_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",")]
+            return tuple(int(part) for part in parts if part)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """Turn pydantic's report into lines naming each bad setting by its environment variable."""
+    lines = ["The bot's settings are incomplete or invalid:"]
+    for problem in error.errors():
+        name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
+        if problem["type"] == "missing":
+            reason = "is required but not set (put it in the environment or in .env)"
+        else:
+            # pydantic's message never contains the input value; that keeps secrets out.
+            reason = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {name}: {reason}")
+    lines.append("See .env.example for every setting and its meaning.")
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""Checks an /imagine request against the catalog before anything is sent upstream."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from bot.catalog import (
+    BACKGROUNDS,
+    CATALOG,
+    COMPRESSION_RANGE,
+    MAX_N_OPTION,
+    OUTPUT_FORMATS,
+    STYLES,
+    Family,
+    ModelSpec,
+    normalize_size,
+)
+
+
+class InvalidOption(ValueError):
+    """One option the model does not take; the message names it and what is allowed."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ImagineOptions:
+    """The options of one /imagine call exactly as the user gave them (None = not given)."""
+
+    prompt: str
+    model: str | None = None
+    size: str | None = None
+    quality: str | None = None
+    n: int | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """A validated request: what to send upstream, and what to show and log about it."""
+
+    spec: ModelSpec
+    prompt: str
+    n: int
+    size: str | None
+    quality: str | None
+    style: str | None
+    background: str | None
+    output_format: str | None
+    output_compression: int | None
+
+    @property
+    def model(self) -> str:
+        """The model's name."""
+        return self.spec.name
+
+    @property
+    def shown_size(self) -> str:
+        """The size to show and log: the chosen one or the model's default."""
+        return self.size or self.spec.default_size or "default"
+
+    @property
+    def shown_quality(self) -> str:
+        """The quality to show and log: the chosen one or the model's default."""
+        return self.quality or self.spec.default_quality or "default"
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body: only what the user chose or the model needs."""
+        body: dict[str, Any] = {"model": self.spec.name, "prompt": self.prompt}
+        # qwen-image is documented only as "n must be 1", so n is always stated for it.
+        if self.n != 1 or self.spec.family is Family.QWEN:
+            body["n"] = self.n
+        optional = {
+            "size": self.size,
+            "quality": self.quality,
+            "style": self.style,
+            "background": self.background,
+            "output_format": self.output_format,
+            "output_compression": self.output_compression,
+            "response_format": self.spec.response_format,
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
+        return body
+
+
+def _allowed(values: tuple[str, ...]) -> str:
+    return ", ".join(values)
+
+
+def _check_choice(option: str, value: str | None, allowed: tuple[str, ...], model: str) -> None:
+    if value is not None and value not in allowed:
+        raise InvalidOption(
+            option, f"`{option}` can't be `{value}` for {model}. Allowed: {_allowed(allowed)}."
+        )
+
+
+def _check_prompt(prompt: str, spec: ModelSpec) -> str:
+    text = prompt.strip()
+    if not text:
+        raise InvalidOption("prompt", "The `prompt` is empty: describe the image you want.")
+    # Control characters (NUL and friends) are never meaningful in a prompt and some
+    # upstreams reject or truncate at them; newlines and tabs are fine.
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t\r" for ch in text):
+        raise InvalidOption(
+            "prompt", "The `prompt` contains control characters; remove them and try again."
+        )
+    if len(text) > spec.prompt_limit:
+        raise InvalidOption(
+            "prompt",
+            f"The `prompt` is {len(text):,} characters; {spec.name} takes at most "
+            f"{spec.prompt_limit:,}.",
+        )
+    return text
+
+
+def validate(options: ImagineOptions, default_model: str) -> GenerationRequest:
+    """Return the request to send, or raise InvalidOption naming what is wrong."""
+    model_name = options.model or default_model
+    spec = CATALOG.get(model_name)
+    if spec is None:
+        raise InvalidOption(
+            "model",
+            f"`{model_name}` is not a model this bot knows. Allowed: {_allowed(tuple(CATALOG))}.",
+        )
+    prompt = _check_prompt(options.prompt, spec)
+    name = spec.name
+
+    n = 1 if options.n is None else options.n
+    if not 1 <= n <= min(spec.max_n, MAX_N_OPTION):
+        if spec.max_n == 1:
+            raise InvalidOption("n", f"{name} makes one image per request: `n` must be 1.")
+        raise InvalidOption("n", f"`n` must be between 1 and {spec.max_n} for {name}.")
+
+    size = normalize_size(options.size) if options.size is not None else None
+    if size is not None:
+        problem = spec.size_problem(size)
+        if problem is not None:
+            raise InvalidOption("size", problem)
+
+    if options.quality is not None and not spec.qualities:
+        raise InvalidOption("quality", f"{name} has no quality setting; leave `quality` empty.")
+    _check_choice("quality", options.quality, spec.qualities, name)
+
+    if options.style is not None and not spec.supports_style:
+        raise InvalidOption("style", f"`style` works only with dall-e-3, not with {name}.")
+    _check_choice("style", options.style, STYLES, name)
+
+    gpt_only = {
+        "background": options.background,
+        "output_format": options.output_format,
+        "output_compression": options.output_compression,
+    }
+    if not spec.supports_gpt_options:
+        for option, value in gpt_only.items():
+            if value is not None:
+                raise InvalidOption(
+                    option, f"`{option}` works only with the gpt-image models, not with {name}."
+                )
+    _check_choice("background", options.background, BACKGROUNDS, name)
+    _check_choice("output_format", options.output_format, OUTPUT_FORMATS, name)
+
+    compression = options.output_compression
+    if compression is not None:
+        low, high = COMPRESSION_RANGE
+        if not low <= compression <= high:
+            raise InvalidOption(
+                "output_compression", f"`output_compression` must be between {low} and {high}."
+            )
+        if options.output_format not in ("jpeg", "webp"):
+            raise InvalidOption(
+                "output_compression",
+                "`output_compression` needs `output_format` jpeg or webp (png is lossless).",
+            )
+    if options.background == "transparent" and options.output_format == "jpeg":
+        raise InvalidOption(
+            "background",
+            "A `transparent` background needs `output_format` png or webp "
+            "(jpeg has no transparency).",
+        )
+
+    return GenerationRequest(
+        spec=spec,
+        prompt=prompt,
+        n=n,
+        size=size,
+        quality=options.quality,
+        style=options.style,
+        background=options.background,
+        output_format=options.output_format,
+        output_compression=compression,
+    )
