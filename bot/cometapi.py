@@ -1,0 +1,390 @@
+"""The typed CometAPI client: a validated request in, image bytes and usage out, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+import aiohttp
+from pydantic import SecretStr
+
+from bot.images import ImageFormat, NotAnImage, decode_b64_image, sniff_format
+from bot.validation import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+# A response body larger than this is refused rather than read: ten 4K PNGs in base64 fit.
+MAX_RESPONSE_BYTES: Final = 320 * 1024 * 1024
+MAX_DOWNLOAD_BYTES: Final = 50 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S: Final = 60.0
+MAX_REDIRECTS: Final = 3
+_UPSTREAM_MESSAGE_LIMIT: Final = 500
+_RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+
+
+class ErrorKind(StrEnum):
+    """Why a generation failed; stored as the usage row's error code."""
+
+    BAD_REQUEST = "bad_request"
+    CONFIGURATION = "configuration"
+    MODEL_NOT_FOUND = "model_not_found"
+    TOO_LARGE = "request_too_large"
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_ERROR = "upstream_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection_failed"
+    BAD_RESPONSE = "bad_response"
+    DOWNLOAD_FAILED = "download_failed"
+
+
+_USER_MESSAGES: Final = {
+    ErrorKind.BAD_REQUEST: "The image service refused this request",
+    ErrorKind.CONFIGURATION: (
+        "The bot is not set up correctly to use the image service (its API key was refused). "
+        "A server admin has to fix the bot's configuration; nothing was charged"
+    ),
+    ErrorKind.MODEL_NOT_FOUND: "The image service does not offer this model right now",
+    ErrorKind.TOO_LARGE: "The request was too large for the image service",
+    ErrorKind.RATE_LIMITED: (
+        "The image service is busy (rate limited) and did not accept the request after "
+        "several tries. Please try again in a minute"
+    ),
+    ErrorKind.UPSTREAM_ERROR: (
+        "The image service had an internal error and did not recover after several tries. "
+        "Please try again later"
+    ),
+    ErrorKind.TIMEOUT: "The image service took too long to answer, so the bot gave up waiting",
+    ErrorKind.CONNECTION: "The bot could not reach the image service. Please try again later",
+    ErrorKind.BAD_RESPONSE: "The image service sent back something that is not a usable image",
+    ErrorKind.DOWNLOAD_FAILED: "The image was made, but the bot could not download it",
+}
+
+
+class UpstreamError(Exception):
+    """A generation that failed upstream, with what the user may see kept apart from details."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        detail: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        upstream_message: str | None = None,
+    ) -> None:
+        super().__init__(f"{kind.value}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+        self.code = code
+        self.upstream_message = upstream_message
+
+    @property
+    def user_message(self) -> str:
+        """Plain words for the user; the upstream's own message only where it helps them."""
+        text = _USER_MESSAGES[self.kind]
+        if self.upstream_message and self.kind in (
+            ErrorKind.BAD_REQUEST,
+            ErrorKind.MODEL_NOT_FOUND,
+            ErrorKind.TOO_LARGE,
+        ):
+            return f"{text}: {self.upstream_message}"
+        return f"{text}."
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts GPT image models report."""
+
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """One image's bytes and what they are."""
+
+    data: bytes
+    format: ImageFormat
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    """What a successful generation returned."""
+
+    images: list[GeneratedImage]
+    usage: TokenUsage | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient upstream failures are retried; see the README for the bound on waiting."""
+
+    max_retries: int = 2
+    base_delay_s: float = 1.0
+    max_delay_s: float = 8.0
+    retry_after_cap_s: float = 20.0
+
+    def delay(self, retry_number: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry `retry_number` (1-based): full jitter or Retry-After."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_cap_s)
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (retry_number - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(slots=True)
+class _UrlItem:
+    url: str
+    revised_prompt: str | None
+
+
+@dataclass(slots=True)
+class _ParsedResponse:
+    decoded: list[GeneratedImage | _UrlItem] = field(default_factory=list)
+    usage: TokenUsage | None = None
+
+
+def _clean_upstream_message(message: str, secret: str) -> str:
+    text = " ".join(message.split())
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    if len(text) > _UPSTREAM_MESSAGE_LIMIT:
+        text = text[: _UPSTREAM_MESSAGE_LIMIT - 1] + "\u2026"
+    return text
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _parse_usage(raw: object) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+    return TokenUsage(
+        input_tokens=_int_or_none(raw.get("input_tokens")),
+        output_tokens=_int_or_none(raw.get("output_tokens")),
+        total_tokens=_int_or_none(raw.get("total_tokens")),
+    )
+
+
+def parse_images_response(body: bytes) -> _ParsedResponse:
+    """Parse and decode a 200 body; CPU-heavy for big images, so callers run it in a thread."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UpstreamError(ErrorKind.BAD_RESPONSE, "response body is not JSON") from error
+    if not isinstance(document, dict):
+        raise UpstreamError(ErrorKind.BAD_RESPONSE, "response JSON is not an object")
+    data = document.get("data")
+    if not isinstance(data, list) or not data:
+        raise UpstreamError(ErrorKind.BAD_RESPONSE, "response has no images in `data`")
+    parsed = _ParsedResponse(usage=_parse_usage(document.get("usage")))
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise UpstreamError(ErrorKind.BAD_RESPONSE, f"data[{index}] is not an object")
+        revised = item.get("revised_prompt")
+        revised = revised if isinstance(revised, str) and revised else None
+        b64 = item.get("b64_json")
+        url = item.get("url")
+        if isinstance(b64, str) and b64:
+            try:
+                image = decode_b64_image(b64)
+                image_format = sniff_format(image)
+            except NotAnImage as error:
+                raise UpstreamError(ErrorKind.BAD_RESPONSE, f"data[{index}]: {error}") from error
+            parsed.decoded.append(GeneratedImage(image, image_format, revised))
+        elif isinstance(url, str) and url:
+            parsed.decoded.append(_UrlItem(url, revised))
+        else:
+            raise UpstreamError(
+                ErrorKind.BAD_RESPONSE, f"data[{index}] has neither b64_json nor url"
+            )
+    return parsed
+
+
+def _error_from_response(status: int, body: bytes, secret: str) -> UpstreamError:
+    message: str | None = None
+    code: str | None = None
+    try:
+        document = json.loads(body)
+        error = document.get("error") if isinstance(document, dict) else None
+        if isinstance(error, dict):
+            raw_message = error.get("message")
+            message = raw_message if isinstance(raw_message, str) and raw_message else None
+            raw_code = error.get("code")
+            code = raw_code if isinstance(raw_code, str) and raw_code else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    clean = _clean_upstream_message(message, secret) if message else None
+    if status in (401, 403):
+        kind = ErrorKind.CONFIGURATION
+    elif status == 404:
+        kind = ErrorKind.MODEL_NOT_FOUND
+    elif status == 413:
+        kind = ErrorKind.TOO_LARGE
+    elif status == 429:
+        kind = ErrorKind.RATE_LIMITED
+    elif status >= 500:
+        kind = ErrorKind.UPSTREAM_ERROR
+    else:
+        kind = ErrorKind.BAD_REQUEST
+    detail = f"HTTP {status}" + (f" code={code}" if code else "") + (f": {clean}" if clean else "")
+    return UpstreamError(kind, detail, status=status, code=code, upstream_message=clean)
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        # An HTTP-date form is legal but rare here; the backoff schedule is a fine substitute.
+        return None
+
+
+class CometAPIClient:
+    """Calls CometAPI's image generation; one instance per process, sharing one session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        api_key: SecretStr,
+        timeout_s: float,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self._url = f"{base_url.rstrip('/')}/images/generations"
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    @property
+    def timeout_s(self) -> float:
+        """The time limit for one generation, retries included."""
+        return self._timeout_s
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Generate the request's images; raise UpstreamError with a kind on any failure."""
+        deadline = time.monotonic() + self._timeout_s
+        body = await self._post_with_retries(request.payload(), deadline)
+        parsed = await asyncio.to_thread(parse_images_response, body[0])
+        images = await self._resolve_urls(parsed.decoded)
+        return GenerationResult(images=images, usage=parsed.usage, attempts=body[1])
+
+    async def _post_with_retries(
+        self, payload: dict[str, Any], deadline: float
+    ) -> tuple[bytes, int]:
+        headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            failure: UpstreamError
+            retry_after: float | None = None
+            try:
+                async with self._session.post(
+                    self._url,
+                    json=payload,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=max(remaining, 0.001)),
+                    allow_redirects=False,
+                ) as response:
+                    if response.content_length and response.content_length > MAX_RESPONSE_BYTES:
+                        raise UpstreamError(ErrorKind.BAD_RESPONSE, "response is too large")
+                    body = await response.read()
+                    if response.status == 200:
+                        return body, attempt
+                    failure = _error_from_response(
+                        response.status, body, self._api_key.get_secret_value()
+                    )
+                    retry_after = _retry_after_seconds(response.headers)
+                    retryable = response.status in _RETRYABLE_STATUSES
+            except TimeoutError as error:
+                # The request may already be running (and billed) upstream: never retried.
+                raise UpstreamError(
+                    ErrorKind.TIMEOUT, f"no complete answer within {self._timeout_s:g}s"
+                ) from error
+            except aiohttp.ClientConnectorError as error:
+                failure = UpstreamError(ErrorKind.CONNECTION, f"cannot connect: {error.os_error}")
+                retryable = True
+            except aiohttp.ClientError as error:
+                # The request may have reached upstream; retrying could bill twice.
+                raise UpstreamError(
+                    ErrorKind.CONNECTION, f"connection lost: {type(error).__name__}"
+                ) from error
+            if not retryable or attempt > self._retry.max_retries:
+                raise failure
+            delay = self._retry.delay(attempt, retry_after)
+            if time.monotonic() + delay >= deadline:
+                raise failure
+            log.warning(
+                "cometapi retry attempt=%d after=%.2fs reason=%s", attempt, delay, failure.detail
+            )
+            await self._sleep(delay)
+
+    async def _resolve_urls(self, items: list[GeneratedImage | _UrlItem]) -> list[GeneratedImage]:
+        async def resolve(item: GeneratedImage | _UrlItem) -> GeneratedImage:
+            if isinstance(item, GeneratedImage):
+                return item
+            data = await download_image(self._session, item.url)
+            return GeneratedImage(data, sniff_format(data), item.revised_prompt)
+
+        return list(await asyncio.gather(*(resolve(item) for item in items)))
+
+
+async def download_image(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+) -> bytes:
+    """Fetch an image the API returned as a url: http(s) only, capped, checked to be an image."""
+    if not url.startswith(("http://", "https://")):
+        raise UpstreamError(ErrorKind.DOWNLOAD_FAILED, "image url is not http(s)")
+    try:
+        async with session.get(
+            url, timeout=aiohttp.ClientTimeout(total=timeout_s), max_redirects=MAX_REDIRECTS
+        ) as response:
+            if response.status != 200:
+                raise UpstreamError(
+                    ErrorKind.DOWNLOAD_FAILED, f"image url answered HTTP {response.status}"
+                )
+            if response.content_length is not None and response.content_length > max_bytes:
+                raise UpstreamError(ErrorKind.DOWNLOAD_FAILED, "image is larger than the cap")
+            buffer = bytearray()
+            async for chunk in response.content.iter_chunked(256 * 1024):
+                buffer += chunk
+                if len(buffer) > max_bytes:
+                    raise UpstreamError(ErrorKind.DOWNLOAD_FAILED, "image is larger than the cap")
+    except TimeoutError as error:
+        raise UpstreamError(ErrorKind.DOWNLOAD_FAILED, "image download timed out") from error
+    except aiohttp.TooManyRedirects as error:
+        raise UpstreamError(ErrorKind.DOWNLOAD_FAILED, "image url redirects too often") from error
+    except aiohttp.ClientError as error:
+        raise UpstreamError(
+            ErrorKind.DOWNLOAD_FAILED, f"image download failed: {type(error).__name__}"
+        ) from error
+    try:
+        sniff_format(buffer)
+    except NotAnImage as error:
+        raise UpstreamError(
+            ErrorKind.DOWNLOAD_FAILED, "image url did not serve an image"
+        ) from error
+    return bytes(buffer)
