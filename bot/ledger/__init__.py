@@ -1,0 +1,1 @@
+"""The usage ledger: one row per generation, quotas and reports, in SQLite."""

@@ -1,0 +1,213 @@
+"""One generation from reservation to ledger row: quota, concurrency, upstream, bookkeeping.
+
+Nothing here knows Discord; the /imagine cog is the glue that calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+from bot.cometapi import CometAPIClient, GenerationResult, UpstreamError
+from bot.ledger.store import NewGeneration, UsageLedger
+from bot.validation import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+QueuedCallback = Callable[[int], Awaitable[None]]
+
+
+class ShuttingDown(Exception):
+    """The bot is stopping and takes no new generations."""
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked, and where."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+
+
+@dataclass(slots=True)
+class Reservation:
+    """A generation with its pending ledger row."""
+
+    row_id: int
+    request: GenerationRequest
+    requester: Requester
+    request_id: str
+    started: float = field(default_factory=time.monotonic)
+
+    def elapsed_ms(self) -> int:
+        """Milliseconds since the reservation was made."""
+        return int((time.monotonic() - self.started) * 1000)
+
+
+class GenerationService:
+    """Runs generations under the process-wide concurrency cap and records each one."""
+
+    def __init__(
+        self,
+        client: CometAPIClient,
+        ledger: UsageLedger,
+        *,
+        max_concurrent: int,
+        daily_limit: int,
+    ) -> None:
+        self._client = client
+        self._ledger = ledger
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._waiting = 0
+        self._daily_limit = daily_limit
+        self._accepting = True
+        self._running: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def daily_limit(self) -> int:
+        """Images per user per UTC day; 0 means unlimited."""
+        return self._daily_limit
+
+    @property
+    def ledger(self) -> UsageLedger:
+        """The usage ledger this service writes to."""
+        return self._ledger
+
+    async def reserve(self, request: GenerationRequest, requester: Requester) -> Reservation:
+        """Write the pending row, or raise QuotaExceeded / ShuttingDown."""
+        if not self._accepting:
+            raise ShuttingDown
+        request_id = uuid.uuid4().hex[:12]
+        row_id = await self._ledger.reserve(
+            NewGeneration(
+                user_id=requester.user_id,
+                guild_id=requester.guild_id,
+                channel_id=requester.channel_id,
+                model=request.model,
+                size=request.shown_size,
+                quality=request.shown_quality,
+                n_requested=request.n,
+                request_id=request_id,
+            ),
+            self._daily_limit,
+        )
+        return Reservation(row_id, request, requester, request_id)
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give back a reservation that never reached upstream."""
+        await self._ledger.release(reservation.row_id)
+
+    @asynccontextmanager
+    async def _slot(self, on_queued: QueuedCallback | None) -> AsyncIterator[None]:
+        if self._slots.locked() and on_queued is not None:
+            self._waiting += 1
+            try:
+                await on_queued(self._waiting)
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+        else:
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @asynccontextmanager
+    async def tracking(self) -> AsyncIterator[None]:
+        """Mark the current task as a generation in flight, for graceful shutdown."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+            if not self._running:
+                self._idle.set()
+
+    async def generate(
+        self, reservation: Reservation, on_queued: QueuedCallback | None = None
+    ) -> GenerationResult:
+        """Call upstream within a concurrency slot; a failure is recorded and re-raised."""
+        request = reservation.request
+        async with self._slot(on_queued):
+            try:
+                result = await self._client.generate(request)
+            except UpstreamError as error:
+                await self.record_failure(reservation, error.kind.value, error.detail)
+                raise
+        log.info(
+            "generation upstream ok request_id=%s user=%s guild=%s model=%s images=%d "
+            "latency_ms=%d attempts=%d",
+            reservation.request_id,
+            reservation.requester.user_id,
+            reservation.requester.guild_id,
+            request.model,
+            len(result.images),
+            reservation.elapsed_ms(),
+            result.attempts,
+        )
+        return result
+
+    async def record_delivery(
+        self, reservation: Reservation, result: GenerationResult, delivered: int
+    ) -> None:
+        """Complete the row once the images reached the user."""
+        usage = result.usage
+        await self._ledger.complete(
+            reservation.row_id,
+            images_delivered=delivered,
+            latency_ms=reservation.elapsed_ms(),
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+        )
+
+    async def record_failure(self, reservation: Reservation, code: str, message: str) -> None:
+        """Mark the row failed, which gives the reservation back to the user's allowance."""
+        log.warning(
+            "generation failed request_id=%s user=%s guild=%s model=%s code=%s latency_ms=%d: %s",
+            reservation.request_id,
+            reservation.requester.user_id,
+            reservation.requester.guild_id,
+            reservation.request.model,
+            code,
+            reservation.elapsed_ms(),
+            message,
+        )
+        await self._ledger.fail(
+            reservation.row_id,
+            error_code=code,
+            error_message=message,
+            latency_ms=reservation.elapsed_ms(),
+        )
+
+    def stop_accepting(self) -> None:
+        """Refuse new generations from now on."""
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new generations are taken."""
+        return self._accepting
+
+    async def drain(self, grace_s: float) -> int:
+        """Wait up to `grace_s` for generations in flight; cancel the rest and return how many."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        leftovers = list(self._running)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=5)
+        return len(leftovers)
