@@ -192,6 +192,16 @@ class GenerationService:
             latency_ms=reservation.elapsed_ms(),
         )
 
+    async def record_interrupted(self, reservation: Reservation) -> None:
+        """Mark the row interrupted by a shutdown; the user's allowance gets it back."""
+        log.warning(
+            "generation interrupted request_id=%s user=%s model=%s",
+            reservation.request_id,
+            reservation.requester.user_id,
+            reservation.request.model,
+        )
+        await self._ledger.interrupt(reservation.row_id, latency_ms=reservation.elapsed_ms())
+
     def stop_accepting(self) -> None:
         """Refuse new generations from now on."""
         self._accepting = False

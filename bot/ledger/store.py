@@ -173,6 +173,15 @@ class UsageLedger:
             (error_code, error_message[:_ERROR_MESSAGE_LIMIT], latency_ms, row_id),
         )
 
+    async def interrupt(self, row_id: int, *, latency_ms: int | None) -> None:
+        """Record a generation cut short by a shutdown; like a failure it costs no quota."""
+        await self._db.execute(
+            "UPDATE generations SET status = 'interrupted', error_code = 'interrupted', "
+            "error_message = 'the bot stopped before this generation finished', latency_ms = ? "
+            "WHERE id = ? AND status = 'pending'",
+            (latency_ms, row_id),
+        )
+
     async def release(self, row_id: int) -> None:
         """Drop a reservation whose request never reached upstream."""
         await self._db.execute(

@@ -1,0 +1,97 @@
+"""The Discord client: an AutoShardedBot that loads the cogs and syncs commands only on change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import discord
+from discord.ext import commands
+
+from bot.cogs.imagine import ImagineCog
+from bot.cogs.usage import UsageCog
+from bot.errors import ImagineTree
+from bot.service import GenerationService
+
+log = logging.getLogger(__name__)
+
+
+def point_discord_at(api_base_url: str) -> None:
+    """Send every REST call (and so the gateway lookup) to `api_base_url`.
+
+    discord.py builds each request URL from the class attribute `Route.BASE`; setting it is
+    the library's one switch for a REST proxy or a test double.
+    """
+    discord.http.Route.BASE = api_base_url.rstrip("/")
+
+
+class ImagineBot(commands.AutoShardedBot):
+    """The bot: shard count and gateway URL come from GET /gateway/bot."""
+
+    def __init__(
+        self, service: GenerationService, *, default_model: str, guild_ids: tuple[int, ...]
+    ) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=ImagineTree,
+            # The bot echoes prompts: it must never ping anyone.
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self._service = service
+        self._default_model = default_model
+        self._guild_ids = guild_ids
+        self._announced_ready = False
+
+    async def setup_hook(self) -> None:
+        """Add the cogs, then sync the commands where their payload changed."""
+        await self.add_cog(ImagineCog(self._service, self._default_model))
+        await self.add_cog(UsageCog(self._service.ledger, self._service.daily_limit))
+        await self.sync_commands_if_changed()
+
+    def _command_payload(self, guild: discord.Object | None) -> list[dict[str, object]]:
+        return [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+
+    async def sync_commands_if_changed(self) -> None:
+        """Sync globally, or to DISCORD_GUILD_IDS, when the payload differs from the last sync.
+
+        Discord rate-limits command creation per day; a restart with unchanged commands
+        should cost nothing.
+        """
+        scopes: list[discord.Object | None]
+        if self._guild_ids:
+            scopes = [discord.Object(id=guild_id) for guild_id in self._guild_ids]
+            for scope in scopes:
+                assert scope is not None
+                self.tree.copy_global_to(guild=scope)
+        else:
+            scopes = [None]
+        ledger = self._service.ledger
+        for scope in scopes:
+            payload = json.dumps(self._command_payload(scope), sort_keys=True)
+            digest = hashlib.sha256(payload.encode()).hexdigest()
+            where = f"guild:{scope.id}" if scope else "global"
+            key = f"commands:{self.application_id}:{where}"
+            if await ledger.get_meta(key) == digest:
+                log.info("commands unchanged, not syncing scope=%s", where)
+                continue
+            synced = await self.tree.sync(guild=scope)
+            await ledger.set_meta(key, digest)
+            log.info("commands synced scope=%s count=%d", where, len(synced))
+
+    async def on_ready(self) -> None:
+        """Say once that the bot is up, with its name and how many guilds it is in."""
+        if self._announced_ready:
+            return
+        self._announced_ready = True
+        log.info(
+            "ready as %s (id %s) in %d guilds with %d shard(s)",
+            self.user,
+            self.user.id if self.user else "?",
+            len(self.guilds),
+            self.shard_count or 1,
+        )

@@ -1,0 +1,1 @@
+"""Discord glue: each cog turns interactions into calls on the pure parts."""

@@ -1,0 +1,194 @@
+"""/imagine: validate, reserve, defer, generate, deliver."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Final
+
+import discord
+from discord import app_commands
+from discord.app_commands import Choice, Range
+from discord.ext import commands
+
+from bot.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
+from bot.cometapi import ErrorKind, GenerationResult, UpstreamError
+from bot.ledger.store import QuotaExceeded
+from bot.render import quota_message, result_embed
+from bot.service import GenerationService, Requester, Reservation, ShuttingDown
+from bot.suggest import suggest_qualities, suggest_sizes
+from bot.validation import ImagineOptions, InvalidOption, validate
+
+log = logging.getLogger(__name__)
+
+_NO_MENTIONS: Final = discord.AllowedMentions.none()
+
+
+def _choices(values: tuple[str, ...]) -> list[Choice[str]]:
+    return [Choice(name=value, value=value) for value in values]
+
+
+MODEL_CHOICES: Final = [Choice(name=name, value=name) for name in CATALOG]
+
+
+class ImagineCog(commands.Cog):
+    """The /imagine command."""
+
+    def __init__(self, service: GenerationService, default_model: str) -> None:
+        self._service = service
+        self._default_model = default_model
+
+    @app_commands.command(
+        name="imagine", description="Create images from a text prompt with CometAPI's image models"
+    )
+    @app_commands.describe(
+        prompt="What the image should show",
+        model="Which image model to use (the bot's default model when left empty)",
+        size="Image size as WIDTHxHEIGHT; suggestions follow the chosen model",
+        quality="Image quality; suggestions follow the chosen model",
+        n="How many images to make (dall-e-3 and qwen-image make one at a time)",
+        style="dall-e-3 only: vivid (dramatic) or natural (more realistic)",
+        background="gpt-image models only: transparent needs png or webp",
+        output_format="gpt-image models only: the image file format",
+        output_compression="gpt-image models with jpeg or webp only: compression level, 0-100",
+    )
+    @app_commands.choices(
+        model=MODEL_CHOICES,
+        style=_choices(STYLES),
+        background=_choices(BACKGROUNDS),
+        output_format=_choices(OUTPUT_FORMATS),
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: Range[str, 1, DISCORD_MAX_STRING],
+        model: str | None = None,
+        size: str | None = None,
+        quality: str | None = None,
+        n: Range[int, 1, 10] | None = None,
+        style: str | None = None,
+        background: str | None = None,
+        output_format: str | None = None,
+        output_compression: Range[int, 0, 100] | None = None,
+    ) -> None:
+        """Validate and reserve first (refusals are ephemeral), then defer and generate."""
+        options = ImagineOptions(
+            prompt=prompt,
+            model=model,
+            size=size,
+            quality=quality,
+            n=n,
+            style=style,
+            background=background,
+            output_format=output_format,
+            output_compression=output_compression,
+        )
+        try:
+            request = validate(options, self._default_model)
+        except InvalidOption as error:
+            await self._refuse(interaction, f"\u26a0\ufe0f {error.message}")
+            return
+        requester = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id)
+        try:
+            reservation = await self._service.reserve(request, requester)
+        except QuotaExceeded as error:
+            await self._refuse(interaction, quota_message(error))
+            return
+        except ShuttingDown:
+            await self._refuse(
+                interaction, "The bot is restarting and takes no new requests. Try again shortly."
+            )
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException:
+            await self._service.release(reservation)
+            log.warning("could not acknowledge interaction request_id=%s", reservation.request_id)
+            return
+        async with self._service.tracking():
+            await self._generate_and_deliver(interaction, reservation)
+
+    async def _generate_and_deliver(
+        self, interaction: discord.Interaction, reservation: Reservation
+    ) -> None:
+        async def show_queued(position: int) -> None:
+            await self._edit(
+                interaction,
+                f"\u23f3 Queued: the bot is busy, {position} request(s) waiting including yours. "
+                "Your images start as soon as a slot frees up.",
+            )
+
+        try:
+            result = await self._service.generate(reservation, on_queued=show_queued)
+        except UpstreamError as error:
+            if error.kind is ErrorKind.CONFIGURATION:
+                log.error("CometAPI refused the bot's API key: check COMETAPI_KEY (%s)", error)
+            await self._edit(interaction, f"\u274c {error.user_message}")
+            return
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupted(interaction, reservation))
+            raise
+        await self._deliver(interaction, reservation, result)
+
+    async def _deliver(
+        self, interaction: discord.Interaction, reservation: Reservation, result: GenerationResult
+    ) -> None:
+        request = reservation.request
+        files = [
+            discord.File(
+                io.BytesIO(image.data), filename=f"{request.model}-{i + 1}.{image.format.extension}"
+            )
+            for i, image in enumerate(result.images)
+        ]
+        embed = result_embed(request, result, reservation.elapsed_ms() / 1000)
+        try:
+            await interaction.edit_original_response(
+                content=None, embed=embed, attachments=files, allowed_mentions=_NO_MENTIONS
+            )
+        except discord.HTTPException as error:
+            await self._service.record_failure(
+                reservation, "delivery_failed", f"Discord refused the images: HTTP {error.status}"
+            )
+            await self._edit(
+                interaction,
+                "\u274c The images were made but Discord would not accept them. "
+                "They do not count against your allowance.",
+            )
+            return
+        await self._service.record_delivery(reservation, result, len(files))
+
+    async def _interrupted(
+        self, interaction: discord.Interaction, reservation: Reservation
+    ) -> None:
+        await self._service.record_interrupted(reservation)
+        await self._edit(
+            interaction,
+            "\u26a0\ufe0f The bot restarted before your images were ready. "
+            "They do not count against your allowance; please try again.",
+        )
+
+    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=_NO_MENTIONS)
+
+    async def _edit(self, interaction: discord.Interaction, text: str) -> None:
+        try:
+            await interaction.edit_original_response(
+                content=text, embed=None, attachments=[], allowed_mentions=_NO_MENTIONS
+            )
+        except discord.HTTPException as error:
+            log.warning("could not update the user's message: HTTP %s", error.status)
+
+    @imagine.autocomplete("size")
+    async def _size_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[Choice[str]]:
+        spec = CATALOG.get(interaction.namespace.model or "") or CATALOG[self._default_model]
+        return [Choice(name=name, value=value) for name, value in suggest_sizes(spec, current)]
+
+    @imagine.autocomplete("quality")
+    async def _quality_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[Choice[str]]:
+        spec = CATALOG.get(interaction.namespace.model or "") or CATALOG[self._default_model]
+        return [Choice(name=name, value=value) for name, value in suggest_qualities(spec, current)]

@@ -1,0 +1,63 @@
+"""The command tree's error handler: every failure answered, every surprise logged with an id."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import discord
+from discord import app_commands
+
+log = logging.getLogger(__name__)
+
+
+async def answer(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:
+    """Reply however the interaction still allows: first response, or a follow-up."""
+    mentions = discord.AllowedMentions.none()
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=mentions)
+    else:
+        await interaction.response.send_message(
+            text, ephemeral=ephemeral, allowed_mentions=mentions
+        )
+
+
+class ImagineTree(app_commands.CommandTree[discord.Client]):
+    """A tree whose on_error never leaves a user looking at "thinking…"."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Map known errors to short messages; log everything else with an error id."""
+        if isinstance(error, app_commands.CheckFailure):
+            text = "You can't use this command here."
+            if isinstance(error, app_commands.MissingPermissions):
+                text = "You need the Manage Server permission for this command."
+            elif isinstance(error, app_commands.NoPrivateMessage):
+                text = "This command works only in a server."
+            await self._safe_answer(interaction, text)
+            return
+        if isinstance(error, app_commands.TransformerError):
+            await self._safe_answer(interaction, f"`{error.value}` is not a valid value here.")
+            return
+        error_id = uuid.uuid4().hex[:8]
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error(
+            "unhandled error error_id=%s command=%s user=%s guild=%s",
+            error_id,
+            command,
+            interaction.user.id,
+            interaction.guild_id,
+            exc_info=error,
+        )
+        await self._safe_answer(
+            interaction,
+            f"Something went wrong on the bot's side. Nothing was charged. "
+            f"(error id `{error_id}`; a server admin can find it in the bot's log)",
+        )
+
+    async def _safe_answer(self, interaction: discord.Interaction, text: str) -> None:
+        try:
+            await answer(interaction, text)
+        except discord.HTTPException:
+            log.warning("could not tell the user about an error (interaction gone)")
