@@ -120,20 +120,26 @@ class ModelSpec:
         allowed = ", ".join(self.sizes)
         match = _SIZE_PATTERN.match(size)
         if self.custom_sizes is None:
-            return f"`{size}` is not a size {self.name} makes. Allowed: {allowed}"
+            return f"`size` can't be `{echo(size)}` for {self.name}. Allowed: {allowed}."
         if match is None:
             return (
-                f"`{size}` is not a size: use WIDTHxHEIGHT (for example 1536x864) "
-                f"or one of {allowed}"
+                f"`size` can't be `{echo(size)}`: use WIDTHxHEIGHT (for example 1536x864) "
+                f"or one of {allowed}."
             )
         reason = self.custom_sizes.problem(int(match[1]), int(match[2]))
         if reason is None:
             return None
-        return f"`{size}` is not allowed for {self.name}: {reason}"
+        return f"`size` can't be `{echo(size)}` for {self.name}: {reason}."
 
     def accepts_size(self, size: str) -> bool:
         """Whether `size` is one this model takes."""
         return self.size_problem(size) is None
+
+
+def echo(value: str, limit: int = 40) -> str:
+    """A user's value as quoted back in a message: short, so a refusal always fits Discord."""
+    flat = " ".join(value.split()).replace("`", "'")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
 def normalize_size(text: str) -> str:

@@ -15,6 +15,7 @@ from bot.catalog import (
     STYLES,
     Family,
     ModelSpec,
+    echo,
     normalize_size,
 )
 
@@ -98,7 +99,8 @@ def _allowed(values: tuple[str, ...]) -> str:
 def _check_choice(option: str, value: str | None, allowed: tuple[str, ...], model: str) -> None:
     if value is not None and value not in allowed:
         raise InvalidOption(
-            option, f"`{option}` can't be `{value}` for {model}. Allowed: {_allowed(allowed)}."
+            option,
+            f"`{option}` can't be `{echo(value)}` for {model}. Allowed: {_allowed(allowed)}.",
         )
 
 
@@ -128,7 +130,8 @@ def validate(options: ImagineOptions, default_model: str) -> GenerationRequest:
     if spec is None:
         raise InvalidOption(
             "model",
-            f"`{model_name}` is not a model this bot knows. Allowed: {_allowed(tuple(CATALOG))}.",
+            f"`model` can't be `{echo(model_name)}`: this bot does not know it. "
+            f"Allowed: {_allowed(tuple(CATALOG))}.",
         )
     prompt = _check_prompt(options.prompt, spec)
     name = spec.name
@@ -182,7 +185,7 @@ def validate(options: ImagineOptions, default_model: str) -> GenerationRequest:
     if options.background == "transparent" and options.output_format == "jpeg":
         raise InvalidOption(
             "background",
-            "A `transparent` background needs `output_format` png or webp "
+            "`background` transparent needs `output_format` png or webp "
             "(jpeg has no transparency).",
         )
 
