@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from bot import __version__
 from bot.client import ImagineBot, point_discord_at
 from bot.cometapi import CometAPIClient
+from bot.docs import model_table_block
 from bot.ledger.store import open_ledger
 from bot.logs import configure_logging
 from bot.service import GenerationService
@@ -103,9 +104,13 @@ async def run_bot(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen command."""
     parser = argparse.ArgumentParser(prog="python -m bot", description="imagine-bot")
-    parser.add_subparsers(dest="command")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the bot (the default)")
+    commands.add_parser("models", help="print the model table the README shows")
     args = parser.parse_args(argv)
-    del args
+    if args.command == "models":
+        print(model_table_block())
+        return 0
     settings = load_settings()
     if settings is None:
         return 2
