@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import binascii
+import io
 from base64 import b64decode
 from dataclasses import dataclass
 from typing import Final
+
+from PIL import Image
 
 
 class NotAnImage(ValueError):
@@ -47,3 +50,51 @@ def decode_b64_image(text: str) -> bytes:
         return b64decode(text, validate=True)
     except (binascii.Error, ValueError) as error:
         raise NotAnImage("the base64 image data does not decode") from error
+
+
+@dataclass(frozen=True, slots=True)
+class FittedImage:
+    """An image that fits an upload limit, and what was done to make it fit."""
+
+    data: bytes
+    format: ImageFormat
+    note: str | None
+
+
+# Stepped quality first (keeps every pixel), then smaller sizes; WebP keeps transparency.
+_QUALITY_STEPS: Final = (90, 80, 70, 60)
+_SCALE_STEP: Final = 0.75
+_MIN_EDGE: Final = 256
+
+
+def _encode_webp(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="WEBP", quality=quality, method=4)
+    return out.getvalue()
+
+
+def fit_to_limit(data: bytes, image_format: ImageFormat, limit: int) -> FittedImage:
+    """Return the image unchanged when it fits, else re-encoded (then downscaled) until it does.
+
+    CPU-heavy: run it in a thread.
+    """
+    if len(data) <= limit:
+        return FittedImage(data, image_format, None)
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        image = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
+    for quality in _QUALITY_STEPS:
+        encoded = _encode_webp(image, quality)
+        if len(encoded) <= limit:
+            return FittedImage(
+                encoded, WEBP, f"re-encoded as WebP (quality {quality}) to fit Discord's limit"
+            )
+    while min(image.size) > _MIN_EDGE:
+        width, height = (max(1, int(side * _SCALE_STEP)) for side in image.size)
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+        encoded = _encode_webp(image, _QUALITY_STEPS[-1])
+        if len(encoded) <= limit:
+            return FittedImage(
+                encoded, WEBP, f"re-encoded as WebP and scaled to {width}x{height} to fit"
+            )
+    raise NotAnImage("the image cannot be made small enough for Discord")

@@ -13,7 +13,8 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 
 from bot.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
-from bot.cometapi import ErrorKind, GenerationResult, UpstreamError
+from bot.cometapi import ErrorKind, GeneratedImage, GenerationResult, UpstreamError
+from bot.images import FittedImage, NotAnImage, fit_to_limit
 from bot.ledger.store import QuotaExceeded
 from bot.render import quota_message, result_embed
 from bot.service import GenerationService, Requester, Reservation, ShuttingDown
@@ -21,6 +22,35 @@ from bot.suggest import suggest_qualities, suggest_sizes
 from bot.validation import ImagineOptions, InvalidOption, validate
 
 log = logging.getLogger(__name__)
+
+MAX_ATTACHMENTS: Final = 10
+
+
+class DeliveryImpossible(Exception):
+    """Neither the interaction nor the channel can carry the images any more."""
+
+
+def batched(items: list[FittedImage], size: int) -> list[tuple[FittedImage, ...]]:
+    """Split images into messages of at most `size` attachments."""
+    return [tuple(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+def as_files(images: tuple[FittedImage, ...], model: str) -> list[discord.File]:
+    """Fresh discord.File objects: discord.py closes them after each request."""
+    return [
+        discord.File(io.BytesIO(image.data), filename=f"{model}-{i + 1}.{image.format.extension}")
+        for i, image in enumerate(images)
+    ]
+
+
+async def fit_images(images: list[GeneratedImage], limit: int) -> list[FittedImage]:
+    """Make every image fit Discord's upload limit; re-encoding runs off the event loop."""
+    if all(len(image.data) <= limit for image in images):
+        return [FittedImage(image.data, image.format, None) for image in images]
+    return await asyncio.to_thread(
+        lambda: [fit_to_limit(image.data, image.format, limit) for image in images]
+    )
+
 
 _NO_MENTIONS: Final = discord.AllowedMentions.none()
 
@@ -135,28 +165,85 @@ class ImagineCog(commands.Cog):
         self, interaction: discord.Interaction, reservation: Reservation, result: GenerationResult
     ) -> None:
         request = reservation.request
-        files = [
-            discord.File(
-                io.BytesIO(image.data), filename=f"{request.model}-{i + 1}.{image.format.extension}"
-            )
-            for i, image in enumerate(result.images)
-        ]
-        embed = result_embed(request, result, reservation.elapsed_ms() / 1000)
         try:
-            await interaction.edit_original_response(
-                content=None, embed=embed, attachments=files, allowed_mentions=_NO_MENTIONS
+            fitted = await fit_images(result.images, interaction.filesize_limit)
+        except NotAnImage as error:
+            await self._service.record_failure(reservation, "image_too_large", str(error))
+            await self._edit(interaction, "\u274c The image is too large for Discord to accept.")
+            return
+        notes = sorted({image.note for image in fitted if image.note})
+        embed = result_embed(
+            request, result, reservation.elapsed_ms() / 1000, note="; ".join(notes) or None
+        )
+        batches = list(batched(fitted, MAX_ATTACHMENTS))
+        try:
+            if interaction.is_expired():
+                await self._deliver_to_channel(interaction, request.model, embed, batches)
+            else:
+                await self._deliver_to_interaction(interaction, request.model, embed, batches)
+        except (discord.HTTPException, DeliveryImpossible) as error:
+            detail = (
+                f"Discord refused the images: HTTP {error.status}"
+                if isinstance(error, discord.HTTPException)
+                else str(error)
             )
-        except discord.HTTPException as error:
-            await self._service.record_failure(
-                reservation, "delivery_failed", f"Discord refused the images: HTTP {error.status}"
-            )
+            await self._service.record_failure(reservation, "delivery_failed", detail)
             await self._edit(
                 interaction,
                 "\u274c The images were made but Discord would not accept them. "
                 "They do not count against your allowance.",
             )
             return
-        await self._service.record_delivery(reservation, result, len(files))
+        await self._service.record_delivery(reservation, result, len(fitted))
+
+    async def _deliver_to_interaction(
+        self,
+        interaction: discord.Interaction,
+        model: str,
+        embed: discord.Embed,
+        batches: list[tuple[FittedImage, ...]],
+    ) -> None:
+        try:
+            await interaction.edit_original_response(
+                content=None,
+                embed=embed,
+                attachments=as_files(batches[0], model),
+                allowed_mentions=_NO_MENTIONS,
+            )
+            for batch in batches[1:]:
+                await interaction.followup.send(
+                    files=as_files(batch, model), allowed_mentions=_NO_MENTIONS, wait=True
+                )
+        except discord.HTTPException as error:
+            # 401/50027: the 15-minute interaction token ran out while the images were made.
+            if error.status != 401:
+                raise
+            await self._deliver_to_channel(interaction, model, embed, batches)
+
+    async def _deliver_to_channel(
+        self,
+        interaction: discord.Interaction,
+        model: str,
+        embed: discord.Embed,
+        batches: list[tuple[FittedImage, ...]],
+    ) -> None:
+        channel = interaction.channel
+        if not isinstance(channel, discord.abc.Messageable):
+            raise DeliveryImpossible("the interaction expired and there is no channel to post in")
+        user = interaction.user
+        mention_only_requester = discord.AllowedMentions(
+            everyone=False, roles=False, users=[user], replied_user=False
+        )
+        for index, batch in enumerate(batches):
+            if index == 0:
+                await channel.send(
+                    content=f"{user.mention}, your /imagine images are ready.",
+                    embed=embed,
+                    files=as_files(batch, model),
+                    allowed_mentions=mention_only_requester,
+                )
+            else:
+                await channel.send(files=as_files(batch, model), allowed_mentions=_NO_MENTIONS)
 
     async def _interrupted(
         self, interaction: discord.Interaction, reservation: Reservation
