@@ -1,0 +1,109 @@
+"""Assembly of the running bot: who owns the session, the database and the bot, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiohttp
+import discord
+
+from bot import __version__
+from bot.client import ImagineBot, point_discord_at
+from bot.cometapi import CometAPIClient
+from bot.ledger.store import UsageLedger, open_ledger
+from bot.service import GenerationService
+from bot.settings import Settings
+
+log = logging.getLogger("bot")
+
+USER_AGENT = f"imagine-bot/{__version__}"
+
+
+@dataclass
+class App:
+    """The process's resources, built once and closed by `assemble`."""
+
+    settings: Settings
+    session: aiohttp.ClientSession
+    ledger: UsageLedger
+    service: GenerationService
+    bot: ImagineBot
+    _stopping: asyncio.Task[None] | None = field(default=None, init=False)
+
+    async def shut_down(self, reason: str) -> None:
+        """Stop taking generations, let those in flight finish within the grace, then close."""
+        log.info("%s: finishing generations in flight, then stopping", reason)
+        self.service.stop_accepting()
+        interrupted = await self.service.drain(self.settings.shutdown_grace_s)
+        if interrupted:
+            log.warning("interrupted %d generation(s) still running", interrupted)
+        await self.bot.close()
+
+    def request_shutdown(self, reason: str) -> None:
+        """Start shutting down once, however many signals arrive."""
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self.shut_down(reason))
+
+    async def run(self) -> int:
+        """Log in and run until closed; return the process exit status."""
+        try:
+            await self.bot.start(self.settings.discord_token.get_secret_value())
+        except discord.LoginFailure:
+            log.error("Discord refused DISCORD_TOKEN: check the bot token in .env")
+            return 1
+        except (aiohttp.ClientConnectionError, discord.GatewayNotFound) as error:
+            where = self.settings.discord_api_base_url
+            log.error("cannot reach Discord at %s: %s", where, type(error).__name__)
+            return 1
+        if self._stopping is not None:
+            await self._stopping
+        log.info("stopped cleanly")
+        return 0
+
+
+@asynccontextmanager
+async def assemble(settings: Settings) -> AsyncIterator[App]:
+    """Open the session and the database, build the bot; close all of it on exit."""
+    point_discord_at(settings.discord_api_base_url)
+    async with (
+        aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session,
+        open_ledger(settings.database_path) as ledger,
+    ):
+        stale = await ledger.mark_stale_pending()
+        if stale:
+            log.warning("marked %d generation(s) of an earlier run as interrupted", stale)
+        client = CometAPIClient(
+            session,
+            base_url=settings.cometapi_base_url,
+            api_key=settings.cometapi_key,
+            timeout_s=settings.cometapi_timeout_s,
+        )
+        service = GenerationService(
+            client,
+            ledger,
+            max_concurrent=settings.max_concurrent_generations,
+            daily_limit=settings.user_daily_image_limit,
+        )
+        bot = ImagineBot(
+            service, default_model=settings.default_model, guild_ids=settings.discord_guild_ids
+        )
+        try:
+            yield App(settings, session, ledger, service, bot)
+        finally:
+            if not bot.is_closed():
+                await bot.close()
+
+
+async def run_until_signalled(settings: Settings) -> int:
+    """The whole life of the process: assemble, run, stop on SIGTERM or SIGINT."""
+    async with assemble(settings) as app:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            name = signal.Signals(signum).name
+            loop.add_signal_handler(signum, app.request_shutdown, f"{name} received")
+        return await app.run()
