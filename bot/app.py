@@ -6,16 +6,17 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 import aiohttp
 import discord
 
 from bot import __version__
-from bot.client import ImagineBot, point_discord_at
+from bot.client import DISCORD_API_BASE, ImagineBot, point_discord_at
 from bot.cometapi import CometAPIClient
 from bot.ledger.store import UsageLedger, open_ledger
+from bot.pricing import PriceBook, catalog_url, keep_prices_fresh, load_price_file
 from bot.service import GenerationService
 from bot.settings import Settings
 
@@ -70,6 +71,8 @@ class App:
 async def assemble(settings: Settings) -> AsyncIterator[App]:
     """Open the session and the database, build the bot; close all of it on exit."""
     point_discord_at(settings.discord_api_base_url)
+    # Read before anything opens: a bad PRICE_FILE stops the start with PriceFileError.
+    prices = PriceBook(load_price_file(settings.price_file) if settings.price_file else None)
     async with (
         aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session,
         open_ledger(settings.database_path) as ledger,
@@ -88,13 +91,25 @@ async def assemble(settings: Settings) -> AsyncIterator[App]:
             ledger,
             max_concurrent=settings.max_concurrent_generations,
             daily_limit=settings.user_daily_image_limit,
+            prices=prices,
         )
         bot = ImagineBot(
-            service, default_model=settings.default_model, guild_ids=settings.discord_guild_ids
+            service,
+            default_model=settings.default_model,
+            guild_ids=settings.discord_guild_ids,
+            custom_gateway=settings.discord_api_base_url != DISCORD_API_BASE,
+        )
+        # Cached prices at once, then CometAPI's catalog now and daily; never blocks the start.
+        refresher = asyncio.create_task(
+            keep_prices_fresh(session, catalog_url(settings.cometapi_base_url), ledger, prices),
+            name="price-refresh",
         )
         try:
             yield App(settings, session, ledger, service, bot)
         finally:
+            refresher.cancel()
+            with suppress(asyncio.CancelledError):
+                await refresher
             if not bot.is_closed():
                 await bot.close()
 

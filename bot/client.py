@@ -7,14 +7,19 @@ import json
 import logging
 
 import discord
+import yarl
 from discord.ext import commands
 
+from bot.cogs.admin import AdminCog
 from bot.cogs.imagine import ImagineCog
 from bot.cogs.usage import UsageCog
 from bot.errors import ImagineTree
 from bot.service import GenerationService
 
 log = logging.getLogger(__name__)
+
+
+DISCORD_API_BASE = "https://discord.com/api/v10"
 
 
 def point_discord_at(api_base_url: str) -> None:
@@ -26,11 +31,27 @@ def point_discord_at(api_base_url: str) -> None:
     discord.http.Route.BASE = api_base_url.rstrip("/")
 
 
+async def follow_gateway_of(bot: discord.AutoShardedClient) -> None:
+    """Make reconnects after an invalid session use the gateway our REST base names.
+
+    AutoShardedClient connects first to the URL from GET /gateway/bot, but after an
+    invalidated session discord.py falls back to the class-wide DEFAULT_GATEWAY, which
+    would leave a proxy (or a test double) for the real Discord.
+    """
+    _, url, _ = await bot.http.get_bot_gateway()
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+
+
 class ImagineBot(commands.AutoShardedBot):
     """The bot: shard count and gateway URL come from GET /gateway/bot."""
 
     def __init__(
-        self, service: GenerationService, *, default_model: str, guild_ids: tuple[int, ...]
+        self,
+        service: GenerationService,
+        *,
+        default_model: str,
+        guild_ids: tuple[int, ...],
+        custom_gateway: bool = False,
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
@@ -41,7 +62,11 @@ class ImagineBot(commands.AutoShardedBot):
             tree_cls=ImagineTree,
             # The bot echoes prompts: it must never ping anyone.
             allowed_mentions=discord.AllowedMentions.none(),
+            # Interactions work before the guild cache is complete, so waiting the default
+            # 2 s after the last GUILD_CREATE only delays the ready line.
+            guild_ready_timeout=0.5,
         )
+        self._custom_gateway = custom_gateway
         self._service = service
         self._default_model = default_model
         self._guild_ids = guild_ids
@@ -49,8 +74,11 @@ class ImagineBot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         """Add the cogs, then sync the commands where their payload changed."""
+        if self._custom_gateway:
+            await follow_gateway_of(self)
         await self.add_cog(ImagineCog(self._service, self._default_model))
         await self.add_cog(UsageCog(self._service.ledger, self._service.daily_limit))
+        await self.add_cog(AdminCog(self._service))
         await self.sync_commands_if_changed()
 
     def _command_payload(self, guild: discord.Object | None) -> list[dict[str, object]]:
