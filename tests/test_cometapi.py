@@ -1,0 +1,337 @@
+"""The CometAPI client against the loopback fake: answers, errors, retries, downloads."""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from bot.catalog import CATALOG
+from bot.cometapi import CometAPIClient, ErrorKind, RetryPolicy, UpstreamError, download_image
+from bot.images import JPEG, PNG, WEBP
+from bot.validation import ImagineOptions, validate
+from tests.fakes.fake_cometapi import Cdn, FakeCometAPI, Reply
+from tests.fakes.images import make_jpeg, make_png, make_webp
+
+KEY = "sk-test-key-0123456789abcdef"
+FAST_RETRY = RetryPolicy(
+    max_retries=2, base_delay_s=0.001, max_delay_s=0.002, retry_after_cap_s=0.05
+)
+
+
+class Sleeps:
+    """Records the backoff delays instead of waiting them out."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeCometAPI]:
+    async with FakeCometAPI(api_key=KEY) as fake:
+        yield fake
+    assert fake.violations == []
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as opened:
+        yield opened
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+def client_for(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    sleeps: Sleeps,
+    *,
+    timeout_s: float = 5.0,
+    key: str = KEY,
+) -> CometAPIClient:
+    return CometAPIClient(
+        session,
+        base_url=base_url,
+        api_key=SecretStr(key),
+        timeout_s=timeout_s,
+        retry=FAST_RETRY,
+        sleep=sleeps,
+    )
+
+
+def request_for(model: str, **options: object):  # type: ignore[no-untyped-def]
+    return validate(ImagineOptions(prompt="a lighthouse at dusk", model=model, **options), model)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(session: aiohttp.ClientSession, api: FakeCometAPI, sleeps: Sleeps) -> CometAPIClient:
+    return client_for(session, api.base_url, sleeps)
+
+
+async def test_gpt_image_2_b64_with_usage(client: CometAPIClient, api: FakeCometAPI) -> None:
+    """The documented gpt-image-2 answer: base64 decoded, usage read, bearer auth sent."""
+    image = make_jpeg(seed=7)
+    api.queue(
+        Reply.b64(
+            [image],
+            usage={
+                "input_tokens": 16,
+                "input_tokens_details": {"image_tokens": 0, "text_tokens": 16},
+                "output_tokens": 208,
+                "total_tokens": 224,
+            },
+            background="opaque",
+            output_format="jpeg",
+            quality="low",
+            size="1024x1024",
+        )
+    )
+    result = await client.generate(request_for("gpt-image-2", output_format="jpeg"))
+    assert [i.data for i in result.images] == [image]
+    assert result.images[0].format is JPEG
+    assert result.usage is not None
+    assert (result.usage.input_tokens, result.usage.output_tokens, result.usage.total_tokens) == (
+        16,
+        208,
+        224,
+    )
+    call = api.calls[0]
+    assert call.headers["Authorization"] == f"Bearer {KEY}"
+    assert call.json == {
+        "model": "gpt-image-2",
+        "prompt": "a lighthouse at dusk",
+        "output_format": "jpeg",
+    }
+
+
+async def test_dall_e_3_url_with_revised_prompt(client: CometAPIClient, api: FakeCometAPI) -> None:
+    """A url answer is downloaded with the same session; the revised prompt is kept."""
+    image = make_webp(seed=3)
+    api.queue(Reply.url([image], revised_prompt="A tall lighthouse, painted at dusk"))
+    result = await client.generate(request_for("dall-e-3"))
+    assert result.images[0].data == image
+    assert result.images[0].format is WEBP
+    assert result.images[0].revised_prompt == "A tall lighthouse, painted at dusk"
+    assert result.usage is None
+
+
+async def test_dall_e_asks_for_b64_json(client: CometAPIClient, api: FakeCometAPI) -> None:
+    """dall-e models are asked for base64 so no second download is needed."""
+    await client.generate(request_for("dall-e-2", n=3))
+    assert api.calls[0].json["response_format"] == "b64_json"
+    assert not api.requests_to("/cdn")
+
+
+@pytest.mark.parametrize("model", sorted(CATALOG))
+async def test_every_model_round_trips(
+    client: CometAPIClient, api: FakeCometAPI, model: str
+) -> None:
+    """The fake answers each model like upstream would, and the fake's schema checks pass."""
+    result = await client.generate(request_for(model))
+    assert [image.data for image in result.images] == api.calls[0].served_images
+    assert result.images
+
+
+async def test_content_policy_400_shows_upstream_message(
+    client: CometAPIClient, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """A 400 is not retried and the user sees the upstream's own words."""
+    api.queue(
+        Reply.error(
+            400,
+            "Your request was rejected as a result of our safety system.",
+            type="invalid_request_error",
+            code="content_policy_violation",
+        )
+    )
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.BAD_REQUEST
+    assert caught.value.code == "content_policy_violation"
+    assert "safety system" in caught.value.user_message
+    assert len(api.calls) == 1
+    assert sleeps.delays == []
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_auth_failures_are_configuration_problems(
+    session: aiohttp.ClientSession, api: FakeCometAPI, sleeps: Sleeps, status: int
+) -> None:
+    """A refused key reads as a bot configuration problem, and the key never leaks."""
+    wrong = "sk-wrong-key-9876543210"
+    api.queue(Reply.error(status, f"invalid token {wrong} (request id: abc)"))
+    client = client_for(session, api.base_url, sleeps, key=wrong)
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.CONFIGURATION
+    assert "configur" in caught.value.user_message
+    assert wrong not in str(caught.value)
+    assert wrong not in caught.value.user_message
+
+
+async def test_429_is_retried_honouring_retry_after(
+    client: CometAPIClient, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """Retry-After is honoured, capped by the policy."""
+    api.queue(
+        Reply.error(429, "slow down", retry_after=0.02), Reply.error(429, "again", retry_after=60)
+    )
+    result = await client.generate(request_for("gpt-image-1"))
+    assert result.attempts == 3
+    assert sleeps.delays == [0.02, FAST_RETRY.retry_after_cap_s]
+
+
+async def test_429_after_all_retries(
+    client: CometAPIClient, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """Three 429s: the user is told the service is busy."""
+    api.queue(*[Reply.error(429, "rate limited") for _ in range(3)])
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.RATE_LIMITED
+    assert len(api.calls) == 3
+    assert len(sleeps.delays) == 2
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_5xx_is_retried_then_succeeds(
+    client: CometAPIClient, api: FakeCometAPI, status: int
+) -> None:
+    """Transient platform errors are retried."""
+    api.queue(Reply.error(status, "upstream hiccup"))
+    result = await client.generate(request_for("gpt-image-1"))
+    assert result.attempts == 2
+
+
+async def test_5xx_after_all_retries(client: CometAPIClient, api: FakeCometAPI) -> None:
+    """A persistent 5xx (even as an HTML page) becomes a plain-words upstream error."""
+    api.queue(*[Reply.raw(502, b"<html>Bad gateway</html>") for _ in range(3)])
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.UPSTREAM_ERROR
+    assert "<html>" not in caught.value.user_message
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(404, ErrorKind.MODEL_NOT_FOUND), (413, ErrorKind.TOO_LARGE), (422, ErrorKind.BAD_REQUEST)],
+)
+async def test_other_statuses(
+    client: CometAPIClient, api: FakeCometAPI, status: int, kind: ErrorKind
+) -> None:
+    """Each status maps to its kind and is not retried."""
+    api.queue(Reply.error(status, "nope"))
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is kind
+    assert len(api.calls) == 1
+
+
+async def test_timeout_is_not_retried(
+    session: aiohttp.ClientSession, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """A request that was sent and never answered may be billed: no second attempt."""
+    api.queue(Reply.hang())
+    client = client_for(session, api.base_url, sleeps, timeout_s=0.3)
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.TIMEOUT
+    assert len(api.calls) == 1
+
+
+async def test_connection_refused_is_retried_then_reported(
+    session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    """Nothing listening: retried (nothing can have been billed), then reported."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = client_for(session, f"http://127.0.0.1:{port}/v1", sleeps)
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert len(sleeps.delays) == 2
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply.raw(200, b"{not json", "application/json"),
+        Reply.json({"created": 1, "data": []}),
+        Reply.json({"created": 1}),
+        Reply.json({"created": 1, "data": [{"revised_prompt": "no image"}]}),
+        Reply.json({"created": 1, "data": [{"b64_json": "!!!not base64!!!"}]}),
+        Reply.json(
+            {"created": 1, "data": [{"b64_json": base64.b64encode(b"plain text").decode()}]}
+        ),
+        Reply.json([1, 2, 3]),
+    ],
+    ids=["malformed-json", "empty-data", "no-data", "no-image", "bad-base64", "not-image", "array"],
+)
+async def test_unusable_answers(client: CometAPIClient, api: FakeCometAPI, reply: Reply) -> None:
+    """Every kind of garbage is a bad-response error, never a crash."""
+    api.queue(reply)
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.BAD_RESPONSE
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        Cdn.not_found(),
+        Cdn.non_image(),
+        Cdn.mislabelled(),
+        Cdn.huge(60 * 1024 * 1024),
+        Cdn.huge(60 * 1024 * 1024, advertise_length=True),
+        Cdn.redirect(5),
+    ],
+    ids=["404", "html", "mislabelled", "huge-chunked", "huge-declared", "too-many-redirects"],
+)
+async def test_url_download_failures(
+    client: CometAPIClient, api: FakeCometAPI, behaviour: Cdn
+) -> None:
+    """A url that 404s, is not an image, is too large or loops is a download failure."""
+    api.queue(Reply.url([make_png()], cdn=behaviour))
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("dall-e-3"))
+    assert caught.value.kind is ErrorKind.DOWNLOAD_FAILED
+
+
+async def test_url_redirects_within_bound_are_followed(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """Two redirects are fine."""
+    image = make_png(seed=11)
+    api.queue(Reply.url([image], cdn=Cdn.redirect(2)))
+    result = await client.generate(request_for("dall-e-3"))
+    assert result.images[0].data == image
+    assert result.images[0].format is PNG
+
+
+async def test_download_refuses_non_http_urls(session: aiohttp.ClientSession) -> None:
+    """file:// or data: urls are never fetched."""
+    for url in ("file:///etc/passwd", "ftp://example.com/x.png", "data:image/png;base64,AAAA"):
+        with pytest.raises(UpstreamError) as caught:
+            await download_image(session, url)
+        assert caught.value.kind is ErrorKind.DOWNLOAD_FAILED
+
+
+def test_retry_delays_grow_and_stay_capped() -> None:
+    """Full-jitter exponential backoff within [ceiling/2, ceiling]."""
+    policy = RetryPolicy(base_delay_s=1.0, max_delay_s=8.0)
+    for retry, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 8.0)]:
+        for _ in range(20):
+            assert ceiling / 2 <= policy.delay(retry, None) <= ceiling
+    assert policy.delay(1, 3.5) == 3.5
+    assert policy.delay(1, 999) == policy.retry_after_cap_s
