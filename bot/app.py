@@ -14,7 +14,7 @@ import discord
 
 from bot import __version__
 from bot.client import DISCORD_API_BASE, ImagineBot, point_discord_at
-from bot.cometapi import CometAPIClient
+from bot.cometapi import CometAPIClient, RetryPolicy
 from bot.ledger.store import UsageLedger, open_ledger
 from bot.pricing import PriceBook, catalog_url, keep_prices_fresh, load_price_file
 from bot.service import GenerationService
@@ -68,7 +68,7 @@ class App:
 
 
 @asynccontextmanager
-async def assemble(settings: Settings) -> AsyncIterator[App]:
+async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> AsyncIterator[App]:
     """Open the session and the database, build the bot; close all of it on exit."""
     point_discord_at(settings.discord_api_base_url)
     # Read before anything opens: a bad PRICE_FILE stops the start with PriceFileError.
@@ -85,6 +85,7 @@ async def assemble(settings: Settings) -> AsyncIterator[App]:
             base_url=settings.cometapi_base_url,
             api_key=settings.cometapi_key,
             timeout_s=settings.cometapi_timeout_s,
+            retry=retry,
         )
         service = GenerationService(
             client,
