@@ -1,0 +1,110 @@
+"""The real bot, in-process, against the fake Discord and the fake CometAPI on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+
+from bot.app import App, assemble
+from bot.cometapi import RetryPolicy
+from bot.settings import Settings
+from tests.fakes.fake_cometapi import FakeCometAPI
+from tests.fakes.fake_discord import FakeDiscord, InteractionHandle
+
+COMET_KEY = "sk-e2e-comet-key-0123456789"
+FAST_RETRY = RetryPolicy(base_delay_s=0.01, max_delay_s=0.02, retry_after_cap_s=0.05)
+
+
+@dataclass
+class Harness:
+    """One running bot and the two fakes it talks to."""
+
+    discord: FakeDiscord
+    comet: FakeCometAPI
+    app: App
+    run_task: asyncio.Task[int]
+
+    async def imagine(self, **options: Any) -> InteractionHandle:
+        """Dispatch /imagine with these options (user and guild via `as_user`, `guild_id`)."""
+        kwargs = {key: options.pop(key) for key in list(options) if key in _INTERACTION_KWARGS}
+        return await self.discord.invoke("imagine", options, **kwargs)
+
+    async def stop(self) -> int:
+        """Shut the bot down like SIGTERM does and return its exit status."""
+        self.app.request_shutdown("test finished")
+        return await asyncio.wait_for(self.run_task, timeout=15)
+
+
+_INTERACTION_KWARGS = {
+    "user_id",
+    "username",
+    "guild_id",
+    "channel_id",
+    "permissions",
+    "attachment_size_limit",
+}
+
+
+def e2e_settings(
+    fake: FakeDiscord, comet: FakeCometAPI, database: Path, **overrides: Any
+) -> Settings:
+    """Settings that point the whole bot at the two fakes."""
+    values: dict[str, Any] = {
+        "discord_token": fake.token,
+        "cometapi_key": COMET_KEY,
+        "cometapi_base_url": comet.base_url,
+        "discord_api_base_url": fake.api_base_url,
+        "database_path": database,
+        "default_model": "gpt-image-1",
+        "cometapi_timeout_s": 10,
+        "shutdown_grace_s": 2,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def run_bot(
+    fake: FakeDiscord,
+    comet: FakeCometAPI,
+    database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    **overrides: Any,
+) -> AsyncIterator[Harness]:
+    """Start the real bot against the fakes; stop it and check both fakes saw no violation."""
+    # The bot repoints discord.py's class-wide URLs; monkeypatch restores them afterwards.
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    gateway = discord.gateway.DiscordWebSocket
+    monkeypatch.setattr(gateway, "DEFAULT_GATEWAY", gateway.DEFAULT_GATEWAY)
+    settings = e2e_settings(fake, comet, database, **overrides)
+    async with assemble(settings, retry=FAST_RETRY) as app:
+        task = asyncio.create_task(app.run())
+        ready = asyncio.create_task(app.bot.wait_until_ready())
+        done, _ = await asyncio.wait({task, ready}, timeout=10, return_when="FIRST_COMPLETED")
+        if ready not in done:
+            ready.cancel()
+            raise AssertionError(
+                f"bot did not become ready: {task.result() if task.done() else 'timeout'}"
+            )
+        harness = Harness(fake, comet, app, task)
+        try:
+            yield harness
+        finally:
+            if not task.done():
+                assert await harness.stop() == 0
+    fake.assert_clean()
+    assert comet.violations == []
+
+
+@asynccontextmanager
+async def fakes() -> AsyncIterator[tuple[FakeDiscord, FakeCometAPI]]:
+    """A fresh fake Discord and fake CometAPI."""
+    async with FakeDiscord() as fake, FakeCometAPI(api_key=COMET_KEY) as comet:
+        yield fake, comet

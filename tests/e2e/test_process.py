@@ -1,0 +1,71 @@
+"""The real process: `python -m bot` against the fakes, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.harness import COMET_KEY, fakes
+from tests.fakes.fake_cometapi import Reply
+
+ROOT = Path(__file__).parents[2]
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> None:
+    while True:
+        line = (await stream.readline()).decode()
+        if not line:
+            raise AssertionError("process ended before: " + marker + "\n" + "".join(seen))
+        seen.append(line)
+        if marker in line:
+            return
+
+
+async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path: Path) -> None:
+    """Ready line, a generation in flight, SIGTERM: exit 0 in time, no traceback, no secret."""
+    async with fakes() as (fake, comet):
+        comet.queue(Reply.hang())
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "DISCORD_TOKEN": fake.token,
+            "COMETAPI_KEY": COMET_KEY,
+            "COMETAPI_BASE_URL": comet.base_url,
+            "DISCORD_API_BASE_URL": fake.api_base_url,
+            "DATABASE_PATH": str(tmp_path / "usage.db"),
+            "SHUTDOWN_GRACE_S": "1",
+        }
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
+        )
+        assert process.stderr is not None
+        lines: list[str] = []
+        try:
+            await asyncio.wait_for(_read_until(process.stderr, "ready as", lines), 20)
+            ready_after = time.monotonic() - started
+            handle = await fake.invoke("imagine", {"prompt": "forever"})
+            await comet.wait_for_calls(1)
+            process.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            rest = await asyncio.wait_for(process.stderr.read(), 15)
+            code = await asyncio.wait_for(process.wait(), 5)
+            took = time.monotonic() - stopping
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        log = "".join(lines) + rest.decode()
+        final = await handle.wait_for_final()
+    assert code == 0, log
+    assert took < 1 + 10, took
+    assert "Traceback" not in log
+    assert fake.token not in log
+    assert COMET_KEY not in log
+    assert "stopped cleanly" in log
+    assert "restarted before your images were ready" in final.json["content"]
+    assert ready_after < 20
