@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 
 import discord
 import yarl
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
+OWNER_NOTICE_EVERY_S = 3600.0
 
 
 def point_discord_at(api_base_url: str) -> None:
@@ -71,6 +73,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._default_model = default_model
         self._guild_ids = guild_ids
         self._announced_ready = False
+        self._owner_told_at: float | None = None
 
     async def setup_hook(self) -> None:
         """Add the cogs, then sync the commands where their payload changed."""
@@ -110,6 +113,25 @@ class ImagineBot(commands.AutoShardedBot):
             synced = await self.tree.sync(guild=scope)
             await ledger.set_meta(key, digest)
             log.info("commands synced scope=%s count=%d", where, len(synced))
+
+    async def tell_owner(self, text: str) -> None:
+        """DM the application's owner about a problem only they can fix, at most once an hour."""
+        now = time.monotonic()
+        if self._owner_told_at is not None and now - self._owner_told_at < OWNER_NOTICE_EVERY_S:
+            return
+        self._owner_told_at = now
+        application = self.application
+        owner_id = application.owner.id if application else None
+        if application and application.team and application.team.owner_id:
+            owner_id = application.team.owner_id
+        if owner_id is None:
+            log.error("no application owner to tell: %s", text)
+            return
+        try:
+            channel = await self.create_dm(discord.Object(id=owner_id))
+            await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as error:
+            log.error("could not DM the bot's owner (HTTP %s): %s", error.status, text)
 
     async def on_ready(self) -> None:
         """Say once that the bot is up, with its name and how many guilds it is in."""

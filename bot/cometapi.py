@@ -47,8 +47,8 @@ class ErrorKind(StrEnum):
 _USER_MESSAGES: Final = {
     ErrorKind.BAD_REQUEST: "The image service refused this request",
     ErrorKind.CONFIGURATION: (
-        "The bot is not set up correctly to use the image service (its API key was refused). "
-        "A server admin has to fix the bot's configuration; nothing was charged"
+        "The bot's connection to the image service needs attention from the bot's owner, "
+        "who has been told. Nothing was charged"
     ),
     ErrorKind.MODEL_NOT_FOUND: "The image service does not offer this model right now",
     ErrorKind.TOO_LARGE: "The request was too large for the image service",

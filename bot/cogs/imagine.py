@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import discord
 from discord import app_commands
@@ -24,6 +24,14 @@ from bot.validation import ImagineOptions, InvalidOption, validate
 log = logging.getLogger(__name__)
 
 MAX_ATTACHMENTS: Final = 10
+
+
+@runtime_checkable
+class TellsOwner(Protocol):
+    """A client that can warn the bot's owner (the cog must not import the client)."""
+
+    async def tell_owner(self, text: str) -> None:
+        """Send the owner a notice."""
 
 
 class DeliveryImpossible(Exception):
@@ -152,14 +160,24 @@ class ImagineCog(commands.Cog):
         try:
             result = await self._service.generate(reservation, on_queued=show_queued)
         except UpstreamError as error:
+            await self._edit(interaction, f"\u274c {error.user_message}")
             if error.kind is ErrorKind.CONFIGURATION:
                 log.error("CometAPI refused the bot's API key: check COMETAPI_KEY (%s)", error)
-            await self._edit(interaction, f"\u274c {error.user_message}")
+                await self._tell_owner(interaction, error)
             return
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupted(interaction, reservation))
             raise
         await self._deliver(interaction, reservation, result)
+
+    async def _tell_owner(self, interaction: discord.Interaction, error: UpstreamError) -> None:
+        client = interaction.client
+        if isinstance(client, TellsOwner):
+            await client.tell_owner(
+                f"\u26a0\ufe0f imagine-bot: CometAPI refused the bot's API key "
+                f"(HTTP {error.status}). Every /imagine fails until COMETAPI_KEY is fixed. "
+                "(This notice is sent at most once an hour.)"
+            )
 
     async def _deliver(
         self, interaction: discord.Interaction, reservation: Reservation, result: GenerationResult

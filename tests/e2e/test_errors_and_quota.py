@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
+import socket
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Harness, fakes, run_bot
-from tests.fakes.fake_cometapi import Reply
+from tests.e2e.harness import COMET_KEY, Harness, fakes, run_bot
+from tests.fakes.fake_cometapi import Cdn, Reply
+from tests.fakes.fake_discord import InteractionHandle
+from tests.fakes.images import make_png
 
 
 def ledger_rows(path: Path) -> list[tuple[object, ...]]:
@@ -20,48 +25,151 @@ def ledger_rows(path: Path) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
-@pytest.mark.parametrize(
-    ("replies", "shown", "code"),
-    [
-        (
-            [
-                Reply.error(
-                    400,
-                    "Your request was rejected by the safety system.",
-                    code="content_policy_violation",
-                )
-            ],
-            "rejected by the safety system",
-            "bad_request",
-        ),
-        ([Reply.error(401, "invalid api key")], "not set up correctly", "configuration"),
-        ([Reply.error(429, "slow down")] * 3, "busy", "rate_limited"),
-        ([Reply.error(503, "overloaded")] * 3, "internal error", "upstream_error"),
-        ([Reply.raw(200, b"<html>oops</html>")], "not a usable image", "bad_response"),
-    ],
-    ids=["content-policy", "auth", "rate-limit", "5xx", "garbage"],
-)
-async def test_upstream_errors_are_shown_in_plain_words(
-    bot: Harness, tmp_path: Path, replies: list[Reply], shown: str, code: str
-) -> None:
-    """The thinking message becomes the error; the ledger row says failed with the code."""
-    bot.comet.queue(*replies)
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+FAULTS: list[tuple[str, list[Reply], str, str]] = [
+    (
+        "400-content-policy",
+        [Reply.error(400, "Rejected by the safety system.", code="content_policy_violation")],
+        "refused this request: Rejected by the safety system.",
+        "bad_request",
+    ),
+    ("401", [Reply.error(401, f"invalid token {COMET_KEY}")], "needs attention", "configuration"),
+    ("403", [Reply.error(403, "key blocked")], "needs attention", "configuration"),
+    (
+        "404-model",
+        [Reply.error(404, "model not found")],
+        "does not offer this model",
+        "model_not_found",
+    ),
+    ("413", [Reply.error(413, "payload too large")], "too large", "request_too_large"),
+    ("429-after-retries", [Reply.error(429, "slow down")] * 3, "busy", "rate_limited"),
+    ("5xx-after-retries", [Reply.error(500, "boom")] * 3, "internal error", "upstream_error"),
+    (
+        "non-json",
+        [Reply.raw(200, b"<html>proxy page</html>")],
+        "not a usable image",
+        "bad_response",
+    ),
+    ("no-data", [Reply.json({"created": 1})], "not a usable image", "bad_response"),
+    (
+        "no-image-field",
+        [Reply.json({"created": 1, "data": [{}]})],
+        "not a usable image",
+        "bad_response",
+    ),
+    (
+        "bad-base64",
+        [Reply.json({"created": 1, "data": [{"b64_json": "%%%"}]})],
+        "not a usable image",
+        "bad_response",
+    ),
+    (
+        "not-an-image",
+        [Reply.json({"created": 1, "data": [{"b64_json": _b64(b"hello")}]})],
+        "not a usable image",
+        "bad_response",
+    ),
+    (
+        "url-404",
+        [Reply.url([make_png()], cdn=Cdn.not_found())],
+        "could not download",
+        "download_failed",
+    ),
+    (
+        "url-too-big",
+        [Reply.url([make_png()], cdn=Cdn.huge(60 * 1024 * 1024))],
+        "could not download",
+        "download_failed",
+    ),
+    (
+        "url-not-image",
+        [Reply.url([make_png()], cdn=Cdn.non_image())],
+        "could not download",
+        "download_failed",
+    ),
+]
+
+
+async def _assert_fault(
+    bot: Harness, database: Path, caplog: pytest.LogCaptureFixture, shown: str, code: str
+) -> InteractionHandle:
     handle = await bot.imagine(prompt="a boat")
-    final = await handle.wait_for_final()
-    assert shown in final.json["content"]
-    assert "invalid api key" not in final.json["content"]
+    final = await handle.wait_for_final(timeout=10)
+    content = final.json["content"]
+    assert shown in content
     assert final.files == []
+    assert COMET_KEY not in content
+    assert "HTTP" not in content  # no internals
     await asyncio.sleep(0.05)
-    assert ledger_rows(tmp_path / "usage.db") == [
-        (
-            handle.payload["member"]["user"]["id"] and int(handle.payload["member"]["user"]["id"]),
-            "gpt-image-1",
-            1,
-            0,
-            "failed",
-            code,
-        )
-    ]
+    user_id = int(handle.payload["member"]["user"]["id"])
+    assert ledger_rows(database) == [(user_id, "gpt-image-1", 1, 0, "failed", code)]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"code={code}" in logged
+    assert "request_id=" in logged
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("replies", "shown", "code"), [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS]
+)
+async def test_upstream_faults_are_answered_logged_and_leak_nothing(
+    bot: Harness,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    replies: list[Reply],
+    shown: str,
+    code: str,
+) -> None:
+    """Each fault: plain words for the user, a failed row with its code, a log line, no secret."""
+    caplog.set_level(logging.INFO)
+    bot.comet.queue(*replies)
+    await _assert_fault(bot, tmp_path / "usage.db", caplog, shown, code)
+    if code == "configuration":
+        owner = int(bot.discord.owner["id"])
+        (notice,) = bot.discord.dm_messages(owner)
+        assert "COMETAPI_KEY" in notice["content"]
+
+
+async def test_a_second_key_failure_does_not_spam_the_owner(bot: Harness) -> None:
+    """The owner hears about a refused key once an hour, not once per request."""
+    bot.comet.queue(Reply.error(401, "bad key"), Reply.error(401, "bad key"))
+    for _ in range(2):
+        await (await bot.imagine(prompt="x")).wait_for_final()
+    assert len(bot.discord.dm_messages(int(bot.discord.owner["id"]))) == 1
+
+
+async def test_timeout_is_reported_and_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upstream never answers: after COMETAPI_TIMEOUT_S the user is told; one call only."""
+    caplog.set_level(logging.INFO)
+    database = tmp_path / "usage.db"
+    async with (
+        fakes() as (fake, comet),
+        run_bot(fake, comet, database, monkeypatch, cometapi_timeout_s=0.5) as bot,
+    ):
+        comet.queue(Reply.hang())
+        await _assert_fault(bot, database, caplog, "took too long", "timeout")
+        assert len(comet.calls) == 1
+
+
+async def test_connection_refused_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listens at COMETAPI_BASE_URL: retried, then the user is told plainly."""
+    caplog.set_level(logging.INFO)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    database = tmp_path / "usage.db"
+    async with (
+        fakes() as (fake, comet),
+        run_bot(fake, comet, database, monkeypatch, cometapi_base_url=dead) as bot,
+    ):
+        await _assert_fault(bot, database, caplog, "could not reach", "connection_failed")
 
 
 async def test_concurrent_requests_of_one_user_respect_the_quota(

@@ -1216,6 +1216,7 @@ _ROUTE_TABLE: tuple[tuple[str, str, str, bool], ...] = (
     ("PATCH", "/webhooks/{app}/{token}/messages/{message}", "_edit_message", False),
     ("DELETE", "/webhooks/{app}/{token}/messages/{message}", "_delete_message", False),
     ("POST", "/channels/{channel}/messages", "_channel_message", True),
+    ("POST", "/users/@me/channels", "_create_dm", True),
 )
 ROUTES: tuple[_Route, ...] = tuple(
     _Route(method, template, _compile(template), handler, auth)
@@ -2447,6 +2448,26 @@ class FakeDiscord:
             if int(channel["id"]) == channel_id:
                 return None, True
         return None, False
+
+    async def _create_dm(self, record: RecordedRequest) -> tuple[int, Any]:
+        """Create DM: the same channel for the same recipient, as Discord answers."""
+        body = record.json if isinstance(record.json, dict) else {}
+        recipient = body.get("recipient_id")
+        if recipient is None or not str(recipient).isdigit():
+            self._violation(f"{record.route}: recipient_id missing or not a snowflake")
+            raise _error(400, 50035, "Invalid Form Body")
+        user_id = int(recipient)
+        channel = self._dm_channels.get(user_id)
+        if channel is None:
+            known = self.owner if int(self.owner["id"]) == user_id else p.user(user_id, "someone")
+            channel = p.dm_channel(self.next_id(), known)
+            self._dm_channels[user_id] = channel
+        return 200, channel
+
+    def dm_messages(self, user_id: int) -> list[Json]:
+        """Messages the bot sent to this user's DM channel."""
+        channel = self._dm_channels.get(user_id)
+        return [] if channel is None else self.channel_messages.get(int(channel["id"]), [])
 
     async def _channel_message(self, record: RecordedRequest) -> tuple[int, Any]:
         channel_id = int(record.params["channel"])
