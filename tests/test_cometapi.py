@@ -174,7 +174,7 @@ async def test_auth_failures_are_configuration_problems(
     with pytest.raises(UpstreamError) as caught:
         await client.generate(request_for("gpt-image-1"))
     assert caught.value.kind is ErrorKind.CONFIGURATION
-    assert "configur" in caught.value.user_message
+    assert "needs attention from the bot's owner" in caught.value.user_message
     assert wrong not in str(caught.value)
     assert wrong not in caught.value.user_message
 
