@@ -1,6 +1,7 @@
 """Composition root: settings, logging, HTTP session, database, bot; then run until stopped.
 
-`python -m bot` runs the bot.
+`python -m bot` runs the bot; `python -m bot report` prints a usage report from the database;
+`python -m bot check` says whether the configuration can work.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from bot import report_cli
 from bot.app import run_until_signalled
+from bot.check import run_checks
 from bot.docs import model_table_block
 from bot.logs import configure_logging
-from bot.settings import Settings, describe_settings_error
+from bot.pricing import PriceFileError
+from bot.settings import Settings, StorageSettings, describe_settings_error
 
 
 def load_settings() -> Settings | None:
@@ -33,18 +37,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="run the bot (the default)")
     commands.add_parser("models", help="print the model table the README shows")
+    commands.add_parser("check", help="check the settings, Discord, CometAPI and the database")
+    report_cli.add_arguments(
+        commands.add_parser(
+            "report", help="print a usage report from the database (needs no Discord token)"
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "models":
         print(model_table_block())
         return 0
+    if args.command == "report":
+        # Only the database's location: an operator's shell need not hold the bot's secrets.
+        try:
+            database = args.database or StorageSettings().database_path
+        except ValidationError as error:
+            print(describe_settings_error(error), file=sys.stderr)
+            return 2
+        return report_cli.run(args, database)
     settings = load_settings()
     if settings is None:
         return 2
+    if args.command == "check":
+        results = asyncio.run(run_checks(settings))
+        print("\n".join(result.line() for result in results))
+        return 0 if all(result.ok for result in results) else 1
     configure_logging(
         settings.log_level,
         [settings.discord_token.get_secret_value(), settings.cometapi_key.get_secret_value()],
     )
-    return asyncio.run(run_until_signalled(settings))
+    try:
+        return asyncio.run(run_until_signalled(settings))
+    except PriceFileError as error:
+        print(f"PRICE_FILE {settings.price_file}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,20 @@ from typing import Final
 import discord
 
 from bot.cometapi import GenerationResult
-from bot.ledger.store import QuotaExceeded, UsageReport
+from bot.ledger.limits import (
+    BudgetExhausted,
+    GuildLimits,
+    LimitChange,
+    LimitRefused,
+    MemberBlocked,
+    ModelNotAllowed,
+    QuotaExceeded,
+    TooManyImages,
+)
+from bot.ledger.reports import CURRENCY, Report, cost_cell, usd
+from bot.ledger.store import UsageReport
+from bot.pricing import ModelPrice, TokenPrice
+from bot.service import Allowance
 from bot.validation import GenerationRequest
 
 _COLOUR: Final = discord.Colour.blurple()
@@ -52,11 +65,37 @@ def result_embed(
 def quota_message(error: QuotaExceeded) -> str:
     """Why a request was refused for the daily limit, and when it resets."""
     left = max(error.limit - error.used, 0)
+    whose = "this server's limit of" if error.server_limit else "your"
     return (
-        f"\u26a0\ufe0f Daily limit reached: you have used {error.used} of your {error.limit} "
+        f"\u26a0\ufe0f Daily limit reached: you have used {error.used} of {whose} {error.limit} "
         f"images today and asked for {error.requested} (you have {left} left). "
         f"The limit resets at 00:00 UTC, {discord_time(error.resets_at, 'R')}."
     )
+
+
+def refusal_message(error: LimitRefused) -> str:
+    """Why a limit refused the request, naming the limit, and what the user can do."""
+    if isinstance(error, QuotaExceeded):
+        return quota_message(error)
+    if isinstance(error, BudgetExhausted):
+        return (
+            f"\u26a0\ufe0f This server's daily budget is used up: {usd(error.spent_usd)} of "
+            f"{usd(error.budget_usd)} {CURRENCY} (estimated) spent today. It resets at "
+            f"00:00 UTC, {discord_time(error.resets_at, 'R')}."
+        )
+    if isinstance(error, MemberBlocked):
+        return "\u26a0\ufe0f A server admin has blocked you from making images in this server."
+    if isinstance(error, ModelNotAllowed):
+        return (
+            f"\u26a0\ufe0f This server allows only these models: {', '.join(error.allowed)}. "
+            f"Pick one of them instead of {error.model}."
+        )
+    if isinstance(error, TooManyImages):
+        return (
+            f"\u26a0\ufe0f This server allows at most {error.max_n} image(s) per request; "
+            f"you asked for {error.requested}."
+        )
+    return f"\u26a0\ufe0f Refused by {error.limit_name}."
 
 
 def usage_embed(report: UsageReport, who: str) -> discord.Embed:
@@ -78,6 +117,7 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
             f"\u00b7 {report.total_tokens:,} total",
             inline=False,
         )
+    embed.add_field(name="Cost", value=report.cost.summary(), inline=False)
     remaining = report.remaining_today
     if remaining is None:
         allowance = f"No daily limit. {report.images_today:,} images today."
@@ -87,4 +127,149 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
             f"resets {discord_time(report.resets_at, 'R')} (00:00 UTC)."
         )
     embed.add_field(name="Today's allowance", value=allowance, inline=False)
+    return embed
+
+
+def _model_lines(report: Report) -> str:
+    return "\n".join(
+        f"**{line.model}**: {line.images:,} images, {line.requests:,} requests, "
+        f"{line.failures:,} failed, {cost_cell(line.cost)}"
+        for line in report.by_model[:15]
+    )
+
+
+def _totals_fields(embed: discord.Embed, report: Report) -> None:
+    totals = report.totals
+    embed.add_field(name="Images", value=f"{totals.images:,}")
+    embed.add_field(name="Requests", value=f"{totals.requests:,}")
+    embed.add_field(name="Failed", value=f"{totals.failures:,}")
+    embed.add_field(name="Cost", value=totals.cost.summary(), inline=False)
+    if report.by_model:
+        embed.add_field(
+            name="By model", value=_clip(_model_lines(report), _FIELD_VALUE), inline=False
+        )
+    if totals.total_tokens:
+        embed.add_field(
+            name="Tokens",
+            value=f"{totals.input_tokens:,} in \u00b7 {totals.output_tokens:,} out "
+            f"\u00b7 {totals.total_tokens:,} total",
+            inline=False,
+        )
+
+
+def allowance_text(allowance: Allowance) -> str:
+    """A member's day: used, limit (whose), and when it resets."""
+    remaining = allowance.remaining
+    if remaining is None:
+        return f"No daily limit. {allowance.used:,} images today."
+    whose = "this server's limit" if allowance.server_limit else "the bot's limit"
+    return (
+        f"{remaining:,} of {allowance.limit:,} images left today ({whose}); "
+        f"resets {discord_time(allowance.resets_at, 'R')} (00:00 UTC)."
+    )
+
+
+def member_report_embed(
+    report: Report, who: str, allowance: Allowance, *, blocked: bool
+) -> discord.Embed:
+    """A member's usage in this server, for its admins: /usage's report, plus cost."""
+    embed = discord.Embed(
+        title=f"Image usage of {who} in this server: {report.window.label}", colour=_COLOUR
+    )
+    _totals_fields(embed, report)
+    embed.add_field(name="Today's allowance", value=allowance_text(allowance), inline=False)
+    if blocked:
+        embed.add_field(name="Blocked", value="Blocked from making images here.", inline=False)
+    return embed
+
+
+def server_report_embed(report: Report, guild_name: str) -> discord.Embed:
+    """A server's usage: totals, by model, the top members; the chart is attached beside it."""
+    embed = discord.Embed(
+        title=_clip(f"Image usage in {guild_name}: {report.window.label}", 256), colour=_COLOUR
+    )
+    _totals_fields(embed, report)
+    if report.top_users:
+        lines = [
+            f"{rank}. <@{line.user_id}>: {line.images:,} images, {line.requests:,} requests, "
+            f"{usd(line.cost_usd)}"
+            for rank, line in enumerate(report.top_users, start=1)
+        ]
+        embed.add_field(
+            name="Top members", value=_clip("\n".join(lines), _FIELD_VALUE), inline=False
+        )
+    return embed
+
+
+def _price_text(price: ModelPrice) -> str:
+    if price.price is None:
+        return f"**{price.model}**: no price"
+    if isinstance(price.price, TokenPrice):
+        amount = (
+            f"${price.price.input_per_million:g} in / ${price.price.output_per_million:g} out "
+            "per M tokens"
+        )
+    elif price.price.variants:
+        amount = ", ".join(f"{key} ${value:g}" for key, value in price.price.variants)
+    else:
+        amount = f"${price.price.per_image:g} per image"
+    source = price.source.value if price.source else "?"
+    return f"**{price.model}**: {amount} ({source}, {price.as_of})"
+
+
+def limits_embed(
+    limits: GuildLimits,
+    *,
+    bot_daily_limit: int,
+    blocked: tuple[int, ...],
+    changes: tuple[LimitChange, ...],
+    prices: tuple[ModelPrice, ...],
+) -> discord.Embed:
+    """The server's limits, who is blocked, the latest changes and the prices in force."""
+    embed = discord.Embed(title="Limits in this server", colour=_COLOUR)
+    if limits.user_daily_images is None:
+        bot_limit = "unlimited" if bot_daily_limit == 0 else f"{bot_daily_limit:,}"
+        daily = f"the bot's default ({bot_limit}, counted across servers)"
+    elif limits.user_daily_images == 0:
+        daily = "unlimited in this server"
+    else:
+        daily = f"{limits.user_daily_images:,} images per member per day in this server"
+    embed.add_field(name="Daily images per member", value=daily, inline=False)
+    budget = (
+        "none"
+        if limits.daily_budget_usd is None
+        else f"{usd(limits.daily_budget_usd)} {CURRENCY} per day (estimated cost)"
+    )
+    embed.add_field(name="Daily budget", value=budget, inline=False)
+    models = "all" if limits.allowed_models is None else ", ".join(limits.allowed_models)
+    embed.add_field(name="Allowed models", value=models, inline=False)
+    embed.add_field(
+        name="Images per request",
+        value="each model's maximum" if limits.max_n is None else f"at most {limits.max_n}",
+        inline=False,
+    )
+    embed.add_field(
+        name="Blocked members",
+        value=_clip(", ".join(f"<@{user}>" for user in blocked) or "none", _FIELD_VALUE),
+        inline=False,
+    )
+    if changes:
+        lines = [
+            f"{change.created_at[:16].replace('T', ' ')} <@{change.actor_id}> {change.action.value}"
+            + (f" <@{change.target_id}>" if change.target_id else "")
+            + (
+                f": {change.old_value or 'default'} \u2192 {change.new_value or 'default'}"
+                if change.target_id is None
+                else ""
+            )
+            for change in changes
+        ]
+        embed.add_field(
+            name="Latest changes (UTC)", value=_clip("\n".join(lines), _FIELD_VALUE), inline=False
+        )
+    embed.add_field(
+        name="Prices (USD, estimates)",
+        value=_clip("\n".join(_price_text(price) for price in prices), _FIELD_VALUE),
+        inline=False,
+    )
     return embed

@@ -12,9 +12,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bot.cometapi import CometAPIClient, GenerationResult, UpstreamError
+from bot.ledger.limits import OPEN_POLICY, LimitsStore, Policy
+from bot.ledger.periods import next_reset
 from bot.ledger.store import NewGeneration, UsageLedger
+from bot.pricing import PriceBook
 from bot.validation import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,23 @@ class Requester:
     user_id: int
     guild_id: int | None
     channel_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """A member's daily image limit where they are, and how much of it today used."""
+
+    used: int
+    limit: int
+    """0 means unlimited."""
+    server_limit: bool
+    """Whether the limit is the server's own rather than the bot's USER_DAILY_IMAGE_LIMIT."""
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int | None:
+        """Images left today, or None when there is no limit."""
+        return None if self.limit == 0 else max(self.limit - self.used, 0)
 
 
 @dataclass(slots=True)
@@ -60,9 +81,12 @@ class GenerationService:
         *,
         max_concurrent: int,
         daily_limit: int,
+        prices: PriceBook | None = None,
     ) -> None:
         self._client = client
         self._ledger = ledger
+        self._limits = LimitsStore(ledger.connection, ledger.now)
+        self._prices = prices or PriceBook()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._waiting = 0
         self._daily_limit = daily_limit
@@ -81,10 +105,47 @@ class GenerationService:
         """The usage ledger this service writes to."""
         return self._ledger
 
+    @property
+    def limits(self) -> LimitsStore:
+        """The per-server limits this service enforces."""
+        return self._limits
+
+    @property
+    def prices(self) -> PriceBook:
+        """The prices the service estimates costs with."""
+        return self._prices
+
+    async def _policy(self, requester: Requester) -> Policy:
+        if requester.guild_id is None:
+            return OPEN_POLICY
+        return await self._limits.policy(requester.guild_id, requester.user_id)
+
+    def _effective_limit(self, policy: Policy) -> tuple[int, bool]:
+        # A server's own per-member limit replaces the bot's and counts that server's images.
+        own = policy.limits.user_daily_images
+        return (self._daily_limit, False) if own is None else (own, True)
+
+    async def allowance(self, user_id: int, guild_id: int | None) -> Allowance:
+        """The member's daily limit where they are, and what today used of it."""
+        policy = await self._policy(Requester(user_id, guild_id, None))
+        limit, server_limit = self._effective_limit(policy)
+        used = await self._ledger.images_today(user_id, guild_id if server_limit else None)
+        return Allowance(used, limit, server_limit, next_reset(self._ledger.now()))
+
     async def reserve(self, request: GenerationRequest, requester: Requester) -> Reservation:
-        """Write the pending row, or raise QuotaExceeded / ShuttingDown."""
+        """Write the pending row, or raise ShuttingDown or the LimitRefused that stopped it.
+
+        The server's limits are read here, on every request, so an admin's change applies to
+        the next one: blocked member, allowed models and images per request first, then the
+        daily image limit and the daily budget, checked and reserved in one statement.
+        """
         if not self._accepting:
             raise ShuttingDown
+        policy = await self._policy(requester)
+        refusal = policy.refusal(request.model, request.n)
+        if refusal is not None:
+            raise refusal
+        daily_limit, server_limit = self._effective_limit(policy)
         request_id = uuid.uuid4().hex[:12]
         row_id = await self._ledger.reserve(
             NewGeneration(
@@ -97,7 +158,9 @@ class GenerationService:
                 n_requested=request.n,
                 request_id=request_id,
             ),
-            self._daily_limit,
+            daily_limit,
+            guild_scoped=server_limit,
+            daily_budget_usd=policy.limits.daily_budget_usd,
         )
         return Reservation(row_id, request, requester, request_id)
 
@@ -162,15 +225,29 @@ class GenerationService:
     async def record_delivery(
         self, reservation: Reservation, result: GenerationResult, delivered: int
     ) -> None:
-        """Complete the row once the images reached the user."""
+        """Complete the row once the images reached the user, with its estimated cost."""
         usage = result.usage
+        request = reservation.request
+        input_tokens = usage.input_tokens if usage else None
+        output_tokens = usage.output_tokens if usage else None
+        estimate = self._prices.estimate(
+            request.model,
+            size=request.shown_size,
+            quality=request.shown_quality,
+            images=delivered,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
         await self._ledger.complete(
             reservation.row_id,
             images_delivered=delivered,
             latency_ms=reservation.elapsed_ms(),
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             total_tokens=usage.total_tokens if usage else None,
+            cost_usd=estimate.cost_usd,
+            price_source=estimate.source.value if estimate.source else None,
+            price_as_of=estimate.as_of.isoformat() if estimate.as_of else None,
         )
 
     async def record_failure(self, reservation: Reservation, code: str, message: str) -> None:

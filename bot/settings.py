@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_PATH: Final = Path("data/usage.db")
+_ENV: Final = SettingsConfigDict(
+    env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+)
+
+
+class StorageSettings(BaseSettings):
+    """Only where the database is: what `python -m bot report` needs, without any secret."""
+
+    model_config = _ENV
+
+    database_path: Path = DEFAULT_DATABASE_PATH
 
 
 class Settings(BaseSettings):
     """Everything the bot can be configured with; see `.env.example` for the meaning of each."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
-    )
+    model_config = _ENV
 
     discord_token: SecretStr
     cometapi_key: SecretStr
     cometapi_base_url: str = "https://api.cometapi.com/v1"
     discord_api_base_url: str = "https://discord.com/api/v10"
-    database_path: Path = Path("data/usage.db")
+    database_path: Path = DEFAULT_DATABASE_PATH
     default_model: str = "dall-e-3"
     cometapi_timeout_s: float = Field(default=180.0, gt=0)
     max_concurrent_generations: int = Field(default=16, ge=1)
@@ -28,6 +39,15 @@ class Settings(BaseSettings):
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     log_level: str = "INFO"
+    price_file: Path | None = None
+
+    @field_validator("price_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # `PRICE_FILE=` as .env.example writes it means "no price file".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("discord_token", "cometapi_key")
     @classmethod

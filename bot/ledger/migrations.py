@@ -43,6 +43,70 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: estimated cost per generation, the price cache, per-server limits and their audit log.
+    """
+    -- Set when a generation completes; NULL while pending, after a failure, or with no price.
+    ALTER TABLE generations ADD COLUMN cost_usd REAL CHECK (cost_usd IS NULL OR cost_usd >= 0);
+    -- 'cometapi' (the public catalog), 'builtin' (the dated table) or 'file' (PRICE_FILE).
+    ALTER TABLE generations ADD COLUMN price_source TEXT;
+    -- YYYY-MM-DD of the prices used, for the reports' "prices as of".
+    ALTER TABLE generations ADD COLUMN price_as_of TEXT;
+
+    -- Server reports read a month of one guild: with every column they need in the index,
+    -- the read is one range scan of the index and never touches the table.
+    DROP INDEX generations_by_guild;
+    CREATE INDEX generations_by_guild ON generations (
+        guild_id, created_at, user_id, model, status, images_delivered, cost_usd, price_as_of,
+        input_tokens, output_tokens, total_tokens
+    );
+
+    -- The last prices read from CometAPI's catalog, so a restart without network keeps them.
+    CREATE TABLE price_cache (
+        model      TEXT PRIMARY KEY,
+        price      TEXT NOT NULL,  -- JSON, see bot/pricing.py
+        fetched_at TEXT NOT NULL   -- UTC, ISO 8601 with a Z
+    );
+
+    -- One row per guild that set a limit; NULL means "not limited here" for that column.
+    CREATE TABLE guild_limits (
+        guild_id          INTEGER PRIMARY KEY,
+        -- images per member per UTC day in this guild; overrides USER_DAILY_IMAGE_LIMIT
+        user_daily_images INTEGER CHECK (user_daily_images >= 0),
+        daily_budget_usd  REAL    CHECK (daily_budget_usd > 0),
+        allowed_models    TEXT,   -- JSON array of model names
+        max_n             INTEGER CHECK (max_n >= 1),
+        updated_at        TEXT    NOT NULL,
+        updated_by        INTEGER NOT NULL
+    );
+    CREATE TABLE guild_blocks (
+        guild_id   INTEGER NOT NULL,
+        user_id    INTEGER NOT NULL,
+        blocked_at TEXT    NOT NULL,
+        blocked_by INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    ) WITHOUT ROWID;
+    -- "Give a member's day back": their images in this guild made before reset_at stop
+    -- counting against the daily limit. The rows stay for reports and cost.
+    CREATE TABLE quota_resets (
+        guild_id INTEGER NOT NULL,
+        user_id  INTEGER NOT NULL,
+        reset_at TEXT    NOT NULL,
+        reset_by INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    ) WITHOUT ROWID;
+    -- Who changed which limit, when, from what to what.
+    CREATE TABLE limit_changes (
+        id         INTEGER PRIMARY KEY,
+        created_at TEXT    NOT NULL,
+        guild_id   INTEGER NOT NULL,
+        actor_id   INTEGER NOT NULL,
+        action     TEXT    NOT NULL,
+        target_id  INTEGER,
+        old_value  TEXT,
+        new_value  TEXT
+    );
+    CREATE INDEX limit_changes_by_guild ON limit_changes (guild_id, created_at);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -2,30 +2,67 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import aiosqlite
 
+from bot.ledger.limits import BudgetExhausted, QuotaExceeded
 from bot.ledger.migrations import migrate
 from bot.ledger.periods import Period, day_start, next_reset, to_db_time, utc_now
+from bot.ledger.reports import Cost, Scope, model_lines, window_for
+
+# QuotaExceeded lives with the other refusals in limits.py; importing it from here still works.
+__all__ = [
+    "ModelUsage",
+    "NewGeneration",
+    "QuotaExceeded",
+    "UsageLedger",
+    "UsageReport",
+    "connect",
+    "open_ledger",
+]
 
 _ERROR_MESSAGE_LIMIT: Final = 1000
 
-
-class QuotaExceeded(Exception):
-    """The user's daily image allowance would be exceeded."""
-
-    def __init__(self, limit: int, used: int, requested: int, resets_at: datetime) -> None:
-        super().__init__(f"daily limit {limit} reached (used {used}, requested {requested})")
-        self.limit = limit
-        self.used = used
-        self.requested = requested
-        self.resets_at = resets_at
+# Images counted against a member's daily limit since :day_start: delivered and pending ones,
+# in one guild when :scope_guild is set (a server with its own limit counts only its own
+# images), everywhere otherwise. Images made in a guild before an admin gave the member's day
+# back there (quota_resets) no longer count; the rows stay for reports and cost.
+_QUOTA_USED: Final = (
+    "(SELECT COALESCE(SUM(g.quota_images), 0) FROM generations AS g "
+    "WHERE g.user_id = :user_id AND g.created_at >= :day_start "
+    "AND (:scope_guild IS NULL OR g.guild_id = :scope_guild) "
+    "AND NOT EXISTS (SELECT 1 FROM quota_resets AS r WHERE r.guild_id = g.guild_id "
+    "AND r.user_id = g.user_id AND r.reset_at > g.created_at))"
+)
+# A guild's estimated spend since :day_start, on generations that delivered.
+_SPENT_TODAY: Final = (
+    "(SELECT COALESCE(SUM(cost_usd), 0) FROM generations "
+    "WHERE guild_id = :guild_id AND created_at >= :day_start AND status = 'ok')"
+)
+_INSERT_PENDING: Final = (
+    "INSERT INTO generations (created_at, user_id, guild_id, channel_id, model, size, "
+    "quality, n_requested, status, request_id) "
+    "SELECT :created_at, :user_id, :guild_id, :channel_id, :model, :size, :quality, :n, "
+    "'pending', :request_id "
+)
+# Composed once, at import, from the constants above: no value ever enters the SQL text.
+# The checks and the insert are one statement, so concurrent requests cannot both slip under.
+_RESERVE: Final = (
+    _INSERT_PENDING
+    + "WHERE (:daily_limit = 0 OR "
+    + _QUOTA_USED
+    + " + :n <= :daily_limit) AND (:budget IS NULL OR "
+    + _SPENT_TODAY
+    + " < :budget)"
+)
+_SELECT_QUOTA_USED: Final = "SELECT " + _QUOTA_USED
+_SELECT_SPENT_TODAY: Final = "SELECT " + _SPENT_TODAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +103,7 @@ class UsageReport:
     images_today: int
     daily_limit: int
     resets_at: datetime
+    cost: Cost = field(default_factory=Cost)
 
     @property
     def remaining_today(self) -> int | None:
@@ -100,51 +138,76 @@ class UsageLedger:
         )
         return cursor.rowcount
 
-    async def images_today(self, user_id: int) -> int:
-        """Images counted against the user's allowance today (UTC)."""
-        since = to_db_time(day_start(self.now()))
-        async with self._db.execute(
-            "SELECT COALESCE(SUM(quota_images), 0) FROM generations "
-            "WHERE user_id = ? AND created_at >= ?",
-            (user_id, since),
-        ) as cursor:
+    async def images_today(self, user_id: int, guild_id: int | None = None) -> int:
+        """Images counted against the user's allowance today (UTC): in `guild_id`, or everywhere."""
+        params = {
+            "user_id": user_id,
+            "scope_guild": guild_id,
+            "day_start": to_db_time(day_start(self.now())),
+        }
+        async with self._db.execute(_SELECT_QUOTA_USED, params) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    async def reserve(self, entry: NewGeneration, daily_limit: int) -> int:
-        """Write the pending row if the allowance has room; return its id or raise QuotaExceeded.
+    async def spent_today(self, guild_id: int) -> float:
+        """The guild's estimated spend today (UTC) in US dollars, delivered generations only."""
+        params = {"guild_id": guild_id, "day_start": to_db_time(day_start(self.now()))}
+        async with self._db.execute(_SELECT_SPENT_TODAY, params) as cursor:
+            row = await cursor.fetchone()
+        return float(row[0]) if row else 0.0
 
-        The check and the insert are one statement, so concurrent requests of one user
-        cannot both slip under the limit.
+    async def reserve(
+        self,
+        entry: NewGeneration,
+        daily_limit: int,
+        *,
+        guild_scoped: bool = False,
+        daily_budget_usd: float | None = None,
+    ) -> int:
+        """Write the pending row if the limits allow it; return its id or raise the refusal.
+
+        `daily_limit` (0 = none) counts the user's images today everywhere, or only in the
+        entry's guild when `guild_scoped`; `daily_budget_usd` refuses once the guild's
+        estimated spend today has reached it. Raises QuotaExceeded or BudgetExhausted.
         """
         now = self.now()
+        scope_guild = entry.guild_id if guild_scoped else None
+        budget = daily_budget_usd if entry.guild_id is not None else None
         cursor = await self._db.execute(
-            "INSERT INTO generations (created_at, user_id, guild_id, channel_id, model, size, "
-            "quality, n_requested, status, request_id) "
-            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ? "
-            "WHERE ? = 0 OR (SELECT COALESCE(SUM(quota_images), 0) FROM generations "
-            "WHERE user_id = ? AND created_at >= ?) + ? <= ?",
-            (
-                to_db_time(now),
-                entry.user_id,
-                entry.guild_id,
-                entry.channel_id,
-                entry.model,
-                entry.size,
-                entry.quality,
-                entry.n_requested,
-                entry.request_id,
-                daily_limit,
-                entry.user_id,
-                to_db_time(day_start(now)),
-                entry.n_requested,
-                daily_limit,
-            ),
+            _RESERVE,
+            {
+                "created_at": to_db_time(now),
+                "user_id": entry.user_id,
+                "guild_id": entry.guild_id,
+                "channel_id": entry.channel_id,
+                "model": entry.model,
+                "size": entry.size,
+                "quality": entry.quality,
+                "n": entry.n_requested,
+                "request_id": entry.request_id,
+                "daily_limit": daily_limit,
+                "scope_guild": scope_guild,
+                "day_start": to_db_time(day_start(now)),
+                "budget": budget,
+            },
         )
         if cursor.rowcount == 1 and cursor.lastrowid is not None:
             return cursor.lastrowid
-        used = await self.images_today(entry.user_id)
-        raise QuotaExceeded(daily_limit, used, entry.n_requested, next_reset(now))
+        used = await self.images_today(entry.user_id, scope_guild)
+        if (
+            budget is not None
+            and entry.guild_id is not None
+            and (daily_limit == 0 or used + entry.n_requested <= daily_limit)
+        ):
+            spent = await self.spent_today(entry.guild_id)
+            raise BudgetExhausted(budget, spent, next_reset(now))
+        raise QuotaExceeded(
+            daily_limit,
+            used,
+            entry.n_requested,
+            next_reset(now),
+            server_limit=guild_scoped,
+        )
 
     async def complete(
         self,
@@ -155,21 +218,35 @@ class UsageLedger:
         input_tokens: int | None,
         output_tokens: int | None,
         total_tokens: int | None,
+        cost_usd: float | None = None,
+        price_source: str | None = None,
+        price_as_of: str | None = None,
     ) -> None:
-        """Record a generation that delivered its images."""
+        """Record a generation that delivered its images, with its estimated cost."""
         await self._db.execute(
             "UPDATE generations SET status = 'ok', images_delivered = ?, latency_ms = ?, "
-            "input_tokens = ?, output_tokens = ?, total_tokens = ? WHERE id = ?",
-            (images_delivered, latency_ms, input_tokens, output_tokens, total_tokens, row_id),
+            "input_tokens = ?, output_tokens = ?, total_tokens = ?, cost_usd = ?, "
+            "price_source = ?, price_as_of = ? WHERE id = ?",
+            (
+                images_delivered,
+                latency_ms,
+                input_tokens,
+                output_tokens,
+                total_tokens,
+                cost_usd,
+                price_source,
+                price_as_of,
+                row_id,
+            ),
         )
 
     async def fail(
         self, row_id: int, *, error_code: str, error_message: str, latency_ms: int | None
     ) -> None:
-        """Record a failed generation; it no longer counts against the quota."""
+        """Record a failed generation; it no longer counts against the quota, and costs nothing."""
         await self._db.execute(
             "UPDATE generations SET status = 'failed', images_delivered = 0, error_code = ?, "
-            "error_message = ?, latency_ms = ? WHERE id = ?",
+            "error_message = ?, latency_ms = ?, cost_usd = NULL WHERE id = ?",
             (error_code, error_message[:_ERROR_MESSAGE_LIMIT], latency_ms, row_id),
         )
 
@@ -191,32 +268,43 @@ class UsageLedger:
     async def user_report(self, user_id: int, period: Period, daily_limit: int) -> UsageReport:
         """The member's numbers for the period, and what is left of today's allowance."""
         now = self.now()
-        start = period.start(now)
-        since = to_db_time(start) if start else ""
-        async with self._db.execute(
-            "SELECT model, "
-            "SUM(CASE WHEN status = 'ok' THEN images_delivered ELSE 0 END), COUNT(*), "
-            "SUM(CASE WHEN status IN ('failed', 'interrupted') THEN 1 ELSE 0 END), "
-            "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-            "COALESCE(SUM(total_tokens), 0) "
-            "FROM generations WHERE user_id = ? AND created_at >= ? "
-            "GROUP BY model ORDER BY 2 DESC, model",
-            (user_id, since),
-        ) as cursor:
-            rows = list(await cursor.fetchall())
+        lines = await model_lines(self._db, Scope(user_id=user_id), window_for(period, now))
+        cost = Cost()
+        for line in lines:
+            cost = cost + line.cost
         return UsageReport(
             period=period,
-            images=sum(int(row[1]) for row in rows),
-            requests=sum(int(row[2]) for row in rows),
-            failures=sum(int(row[3]) for row in rows),
-            by_model=tuple(ModelUsage(str(row[0]), int(row[1]), int(row[2])) for row in rows),
-            input_tokens=sum(int(row[4]) for row in rows),
-            output_tokens=sum(int(row[5]) for row in rows),
-            total_tokens=sum(int(row[6]) for row in rows),
+            images=sum(line.images for line in lines),
+            requests=sum(line.requests for line in lines),
+            failures=sum(line.failures for line in lines),
+            by_model=tuple(ModelUsage(line.model, line.images, line.requests) for line in lines),
+            input_tokens=sum(line.input_tokens for line in lines),
+            output_tokens=sum(line.output_tokens for line in lines),
+            total_tokens=sum(line.total_tokens for line in lines),
             images_today=await self.images_today(user_id),
             daily_limit=daily_limit,
             resets_at=next_reset(now),
+            cost=cost,
         )
+
+    async def price_cache(self) -> dict[str, tuple[str, str]]:
+        """The cached catalog prices: model -> (price JSON, fetched_at)."""
+        async with self._db.execute("SELECT model, price, fetched_at FROM price_cache") as cursor:
+            rows = await cursor.fetchall()
+        return {str(row[0]): (str(row[1]), str(row[2])) for row in rows}
+
+    async def save_price_cache(self, prices: Mapping[str, str], fetched_at: datetime) -> None:
+        """Replace the cached catalog prices with a fresh fetch (model -> price JSON)."""
+        stamp = to_db_time(fetched_at)
+        # Upsert the fresh ones, then drop models the catalog no longer prices: each statement
+        # leaves a usable cache, so no transaction is needed on the shared connection.
+        await self._db.executemany(
+            "INSERT INTO price_cache (model, price, fetched_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (model) DO UPDATE SET price = excluded.price, "
+            "fetched_at = excluded.fetched_at",
+            [(model, price, stamp) for model, price in prices.items()],
+        )
+        await self._db.execute("DELETE FROM price_cache WHERE fetched_at < ?", (stamp,))
 
     async def get_meta(self, key: str) -> str | None:
         """A stored bookkeeping value, such as the last synced command hash."""

@@ -1,0 +1,399 @@
+"""/usage-admin: reports, exports and limits for a server's admins. Glue only.
+
+Discord hides the group from members without Manage Server (default_permissions), but that
+is a default a server can change and a client can skip, so every callback checks the
+invoker's permissions again before it reads anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import aiosqlite
+import discord
+from discord import app_commands
+from discord.app_commands import Choice, Range
+from discord.ext import commands
+
+from bot.catalog import CATALOG, MAX_N_OPTION
+from bot.charts import daily_chart_png
+from bot.cogs.usage import PERIOD_CHOICES
+from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
+from bot.ledger.limits import MAX_DAILY_IMAGES, InvalidLimit, check_models
+from bot.ledger.reports import BadPeriod, Scope, Window, build_report, daily_series, parse_window
+from bot.render import limits_embed, member_report_embed, server_report_embed
+from bot.service import GenerationService
+
+log = logging.getLogger(__name__)
+
+_NO_MENTIONS: Final = discord.AllowedMentions.none()
+_ATTACHMENTS_PER_MESSAGE: Final = 10
+CHART_FILENAME: Final = "usage-chart.png"
+
+Member = discord.Member | discord.User
+
+
+def can_see_others(permissions_value: int) -> bool:
+    """Whether these channel permissions may read other members' usage and set limits."""
+    permissions = discord.Permissions(permissions_value)
+    return permissions.manage_guild or permissions.administrator
+
+
+def export_name(guild_id: int, window: Window) -> str:
+    """A file name for an export: the guild and the period, in safe characters."""
+    label = "".join(c if c.isalnum() or c == "-" else "_" for c in window.label.lower())
+    return f"usage-{guild_id}-{label.strip('_')}"
+
+
+class AdminCog(commands.Cog):
+    """The /usage-admin group."""
+
+    usage_admin = app_commands.Group(
+        name="usage-admin",
+        description="Usage reports, exports and limits for this server (Manage Server only)",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+    )
+    limits = app_commands.Group(
+        name="limits", description="View and set this server's limits", parent=usage_admin
+    )
+
+    def __init__(self, service: GenerationService) -> None:
+        self._service = service
+
+    @property
+    def _db(self) -> aiosqlite.Connection:
+        return self._service.ledger.connection
+
+    def _now(self) -> datetime:
+        return self._service.ledger.now()
+
+    async def _reply(
+        self,
+        interaction: discord.Interaction,
+        text: str | None = None,
+        *,
+        embed: discord.Embed | None = None,
+    ) -> None:
+        # MISSING, not None, is discord.py's "no embed" for both calls.
+        shown = embed if embed is not None else discord.utils.MISSING
+        if interaction.response.is_done():
+            await interaction.followup.send(
+                text or "", embed=shown, ephemeral=True, allowed_mentions=_NO_MENTIONS
+            )
+        else:
+            await interaction.response.send_message(
+                text, embed=shown, ephemeral=True, allowed_mentions=_NO_MENTIONS
+            )
+
+    async def _admin_guild(self, interaction: discord.Interaction) -> int | None:
+        """The guild to act on, or None after telling the user why they may not."""
+        if interaction.guild_id is None:
+            await self._reply(interaction, "This command works only in a server.")
+            return None
+        if not can_see_others(interaction.permissions.value):
+            log.warning(
+                "usage-admin refused: no Manage Server user=%s guild=%s",
+                interaction.user.id,
+                interaction.guild_id,
+            )
+            await self._reply(
+                interaction,
+                "You need the Manage Server permission for this command. "
+                "/usage shows your own numbers.",
+            )
+            return None
+        return interaction.guild_id
+
+    async def _window(
+        self,
+        interaction: discord.Interaction,
+        period: str | None,
+        start: str | None,
+        end: str | None,
+    ) -> Window | None:
+        try:
+            return parse_window(period, start, end, self._now())
+        except BadPeriod as error:
+            await self._reply(interaction, f"\u26a0\ufe0f {error}")
+            return None
+
+    # --- reports ---------------------------------------------------------------------------
+
+    @usage_admin.command(name="user", description="A member's image usage in this server")
+    @app_commands.describe(
+        member="Whose usage to show",
+        period="Which period (default: the last 30 days)",
+        start="Or a first day, YYYY-MM-DD (UTC)",
+        end="And a last day, YYYY-MM-DD (UTC)",
+    )
+    @app_commands.choices(period=PERIOD_CHOICES)
+    async def user(
+        self,
+        interaction: discord.Interaction,
+        member: Member,
+        period: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> None:
+        """Show one member's report in this server, as /usage shows one's own."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        window = await self._window(interaction, period, start, end)
+        if window is None:
+            return
+        report = await build_report(self._db, Scope(guild_id, member.id), window)
+        allowance = await self._service.allowance(member.id, guild_id)
+        policy = await self._service.limits.policy(guild_id, member.id)
+        embed = member_report_embed(report, member.display_name, allowance, blocked=policy.blocked)
+        await self._reply(interaction, embed=embed)
+
+    @usage_admin.command(name="server", description="This server's image usage, with a chart")
+    @app_commands.describe(
+        period="Which period (default: the last 30 days)",
+        start="Or a first day, YYYY-MM-DD (UTC)",
+        end="And a last day, YYYY-MM-DD (UTC)",
+    )
+    @app_commands.choices(period=PERIOD_CHOICES)
+    async def server(
+        self,
+        interaction: discord.Interaction,
+        period: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> None:
+        """Totals, per model, top members and images per day stacked by model."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        window = await self._window(interaction, period, start, end)
+        if window is None:
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        scope = Scope(guild_id=guild_id)
+        report = await build_report(self._db, scope, window)
+        series = await daily_series(self._db, scope, window, self._now().date())
+        # A guild not in the cache (no guilds intent yet) has no name.
+        name = getattr(interaction.guild, "name", None) or "this server"
+        # Drawing is CPU work: off the event loop.
+        png = await asyncio.to_thread(daily_chart_png, series, window.label)
+        embed = server_report_embed(report, name)
+        embed.set_image(url=f"attachment://{CHART_FILENAME}")
+        await interaction.followup.send(
+            embed=embed,
+            file=discord.File(io.BytesIO(png), filename=CHART_FILENAME),
+            ephemeral=True,
+            allowed_mentions=_NO_MENTIONS,
+        )
+
+    @usage_admin.command(name="export", description="This server's generations as a CSV file")
+    @app_commands.describe(
+        period="Which period (default: the last 30 days)",
+        start="Or a first day, YYYY-MM-DD (UTC)",
+        end="And a last day, YYYY-MM-DD (UTC)",
+    )
+    @app_commands.choices(period=PERIOD_CHOICES)
+    async def export(
+        self,
+        interaction: discord.Interaction,
+        period: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> None:
+        """One CSV row per generation; gzip'd or split when it would not fit one upload."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        window = await self._window(interaction, period, start, end)
+        if window is None:
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        with tempfile.TemporaryDirectory(prefix="imagine-export-") as folder:
+            try:
+                result = await export_csv(
+                    self._db,
+                    Scope(guild_id=guild_id),
+                    window,
+                    Path(folder),
+                    name=export_name(guild_id, window),
+                    limit_bytes=interaction.filesize_limit,
+                )
+            except ExportTooLarge:
+                await self._reply(
+                    interaction,
+                    f"\u26a0\ufe0f The export is larger than {MAX_PARTS} uploads. "
+                    "Choose a shorter period (start/end dates).",
+                )
+                return
+            files = list(result.files)
+            for first in range(0, len(files), _ATTACHMENTS_PER_MESSAGE):
+                batch = files[first : first + _ATTACHMENTS_PER_MESSAGE]
+                await interaction.followup.send(
+                    f"Usage export, {window.label}: {result.notice()}" if first == 0 else "",
+                    files=[discord.File(path, filename=path.name) for path in batch],
+                    ephemeral=True,
+                    allowed_mentions=_NO_MENTIONS,
+                )
+        log.info(
+            "usage export guild=%s by=%s rows=%d files=%d",
+            guild_id,
+            interaction.user.id,
+            result.rows,
+            len(files),
+        )
+
+    # --- limits ----------------------------------------------------------------------------
+
+    async def _show_limits(self, interaction: discord.Interaction, guild_id: int) -> None:
+        store = self._service.limits
+        embed = limits_embed(
+            await store.limits(guild_id),
+            bot_daily_limit=self._service.daily_limit,
+            blocked=await store.blocked_members(guild_id),
+            changes=await store.recent_changes(guild_id),
+            prices=self._service.prices.table(),
+        )
+        await self._reply(interaction, embed=embed)
+
+    def _logged(self, interaction: discord.Interaction, what: str) -> None:
+        log.info(
+            "limits changed guild=%s by=%s: %s", interaction.guild_id, interaction.user.id, what
+        )
+
+    @limits.command(name="show", description="This server's limits, blocks and latest changes")
+    async def limits_show(self, interaction: discord.Interaction) -> None:
+        """Show every limit, the blocked members, the latest changes and the prices."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is not None:
+            await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="daily-images", description="Images per member per UTC day here")
+    @app_commands.describe(
+        images="Images per member per day, 0 = unlimited; leave empty for the bot's default"
+    )
+    async def limits_daily_images(
+        self,
+        interaction: discord.Interaction,
+        images: Range[int, 0, MAX_DAILY_IMAGES] | None = None,
+    ) -> None:
+        """Set or clear this server's per-member daily image limit."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._service.limits.set_daily_images(guild_id, images, interaction.user.id)
+        self._logged(interaction, f"daily_images={images}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="budget", description="A daily budget for the whole server")
+    @app_commands.describe(usd="US dollars of estimated cost per UTC day; leave empty for none")
+    async def limits_budget(
+        self, interaction: discord.Interaction, usd: Range[float, 0.01, 1_000_000.0] | None = None
+    ) -> None:
+        """Set or clear the server's daily budget in estimated cost."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._service.limits.set_daily_budget(guild_id, usd, interaction.user.id)
+        self._logged(interaction, f"daily_budget_usd={usd}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="models", description="Which models members may use here")
+    @app_commands.describe(
+        models="Comma-separated model names; leave empty (or all) for every model"
+    )
+    async def limits_models(
+        self, interaction: discord.Interaction, models: str | None = None
+    ) -> None:
+        """Set or clear the models allowed in this server."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        try:
+            allowed = check_models(models)
+        except InvalidLimit as error:
+            await self._reply(interaction, f"\u26a0\ufe0f {error}")
+            return
+        await self._service.limits.set_allowed_models(guild_id, allowed, interaction.user.id)
+        self._logged(interaction, f"allowed_models={allowed}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits_models.autocomplete("models")
+    async def _models_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[Choice[str]]:
+        chosen, _, typing = current.rpartition(",")
+        prefix = f"{chosen}," if chosen else ""
+        taken = {name.strip() for name in chosen.split(",")}
+        return [
+            Choice(name=f"{prefix}{name}"[:100], value=f"{prefix}{name}"[:100])
+            for name in CATALOG
+            if name not in taken and name.startswith(typing.strip())
+        ][:25]
+
+    @limits.command(name="max-n", description="The most images one request may ask for here")
+    @app_commands.describe(n="Images per request; leave empty for each model's own maximum")
+    async def limits_max_n(
+        self, interaction: discord.Interaction, n: Range[int, 1, MAX_N_OPTION] | None = None
+    ) -> None:
+        """Set or clear the cap on images per request."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._service.limits.set_max_n(guild_id, n, interaction.user.id)
+        self._logged(interaction, f"max_n={n}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="block", description="Stop a member making images in this server")
+    @app_commands.describe(member="Who to block")
+    async def limits_block(self, interaction: discord.Interaction, member: Member) -> None:
+        """Block a member here; their next request is refused."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        changed = await self._service.limits.block(guild_id, member.id, interaction.user.id)
+        self._logged(interaction, f"block user={member.id} changed={changed}")
+        await self._reply(
+            interaction,
+            f"{member.mention} is blocked from making images here."
+            if changed
+            else f"{member.mention} was already blocked.",
+        )
+
+    @limits.command(name="unblock", description="Let a blocked member make images again")
+    @app_commands.describe(member="Who to unblock")
+    async def limits_unblock(self, interaction: discord.Interaction, member: Member) -> None:
+        """Lift a member's block here."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        changed = await self._service.limits.unblock(guild_id, member.id, interaction.user.id)
+        self._logged(interaction, f"unblock user={member.id} changed={changed}")
+        await self._reply(
+            interaction,
+            f"{member.mention} may make images here again."
+            if changed
+            else f"{member.mention} was not blocked.",
+        )
+
+    @limits.command(name="reset-day", description="Give a member today's images back")
+    @app_commands.describe(member="Whose daily count to reset")
+    async def limits_reset_day(self, interaction: discord.Interaction, member: Member) -> None:
+        """Today's images the member made here stop counting against the daily limit."""
+        guild_id = await self._admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._service.limits.reset_day(guild_id, member.id, interaction.user.id)
+        self._logged(interaction, f"reset_day user={member.id}")
+        allowance = await self._service.allowance(member.id, guild_id)
+        await self._reply(
+            interaction,
+            f"{member.mention}'s images made here today no longer count; "
+            f"{allowance.used:,} still count today. The usage log keeps every row.",
+        )

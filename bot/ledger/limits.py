@@ -1,0 +1,395 @@
+"""Per-server limits: what admins set, the refusals they cause, and who changed what.
+
+A server's limits live in the database, so they survive restarts, and are read on every
+request, so a change applies to the next one. Refusals are exceptions that name their limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Final
+
+import aiosqlite
+
+from bot.catalog import CATALOG, MAX_N_OPTION
+from bot.ledger.periods import to_db_time
+
+MAX_DAILY_IMAGES: Final = 100_000
+MAX_DAILY_BUDGET_USD: Final = 1_000_000.0
+
+
+class LimitRefused(Exception):
+    """A request a usage limit refused; `limit_name` names the limit for the user."""
+
+    limit_name: ClassVar[str] = "a usage limit"
+
+
+class MemberBlocked(LimitRefused):
+    """A server admin blocked this member from making images in the server."""
+
+    limit_name = "blocked by a server admin"
+
+    def __init__(self) -> None:
+        super().__init__("the member is blocked in this server")
+
+
+class ModelNotAllowed(LimitRefused):
+    """The server allows only some models, and not this one."""
+
+    limit_name = "the server's allowed models"
+
+    def __init__(self, model: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"model {model} is not allowed here (allowed: {', '.join(allowed)})")
+        self.model = model
+        self.allowed = allowed
+
+
+class TooManyImages(LimitRefused):
+    """The request asks for more images at once than the server allows."""
+
+    limit_name = "the server's images per request"
+
+    def __init__(self, requested: int, max_n: int) -> None:
+        super().__init__(f"{requested} images requested, the server allows {max_n} at once")
+        self.requested = requested
+        self.max_n = max_n
+
+
+class BudgetExhausted(LimitRefused):
+    """The server's estimated spend today has reached its daily budget."""
+
+    limit_name = "the server's daily budget"
+
+    def __init__(self, budget_usd: float, spent_usd: float, resets_at: datetime) -> None:
+        super().__init__(f"daily budget ${budget_usd:.2f} used up (${spent_usd:.4f} spent)")
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.resets_at = resets_at
+
+
+class QuotaExceeded(LimitRefused):
+    """The user's daily image allowance would be exceeded."""
+
+    limit_name = "the daily image limit"
+
+    def __init__(
+        self,
+        limit: int,
+        used: int,
+        requested: int,
+        resets_at: datetime,
+        *,
+        server_limit: bool = False,
+    ) -> None:
+        super().__init__(f"daily limit {limit} reached (used {used}, requested {requested})")
+        self.limit = limit
+        self.used = used
+        self.requested = requested
+        self.resets_at = resets_at
+        self.server_limit = server_limit
+
+
+@dataclass(frozen=True, slots=True)
+class GuildLimits:
+    """A server's limits; None means the server sets no such limit."""
+
+    user_daily_images: int | None = None
+    """Images per member per UTC day in this server, 0 = unlimited; overrides the bot's."""
+    daily_budget_usd: float | None = None
+    allowed_models: tuple[str, ...] | None = None
+    max_n: int | None = None
+
+    def refusal(self, model: str, n: int) -> LimitRefused | None:
+        """Which of the request-shape limits refuses this model and n, if any."""
+        if self.allowed_models is not None and model not in self.allowed_models:
+            return ModelNotAllowed(model, self.allowed_models)
+        if self.max_n is not None and n > self.max_n:
+            return TooManyImages(n, self.max_n)
+        return None
+
+
+NO_LIMITS: Final = GuildLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What applies to one member's request in one server."""
+
+    limits: GuildLimits
+    blocked: bool
+
+    def refusal(self, model: str, n: int) -> LimitRefused | None:
+        """The first limit that refuses the request before any count is needed, if any."""
+        if self.blocked:
+            return MemberBlocked()
+        return self.limits.refusal(model, n)
+
+
+OPEN_POLICY: Final = Policy(NO_LIMITS, blocked=False)
+
+
+class Action(StrEnum):
+    """What an admin changed; stored in the audit log."""
+
+    DAILY_IMAGES = "daily_images"
+    DAILY_BUDGET = "daily_budget"
+    ALLOWED_MODELS = "allowed_models"
+    MAX_N = "max_n"
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+    RESET_DAY = "reset_day"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    """One line of the audit log."""
+
+    created_at: str
+    actor_id: int
+    action: Action
+    target_id: int | None
+    old_value: str | None
+    new_value: str | None
+
+
+class InvalidLimit(ValueError):
+    """A limit value an admin gave that cannot be used; the message says why."""
+
+
+def check_daily_images(value: int | None) -> int | None:
+    """A per-member daily image limit, or None for the bot's default."""
+    if value is not None and not 0 <= value <= MAX_DAILY_IMAGES:
+        raise InvalidLimit(f"the daily image limit must be 0 to {MAX_DAILY_IMAGES:,}")
+    return value
+
+
+def check_budget(value: float | None) -> float | None:
+    """A daily budget in US dollars, or None for no budget."""
+    if value is not None and not 0 < value <= MAX_DAILY_BUDGET_USD:
+        raise InvalidLimit(
+            f"the daily budget must be more than $0 and at most ${MAX_DAILY_BUDGET_USD:,.0f}"
+        )
+    return value
+
+
+def check_models(text: str | None) -> tuple[str, ...] | None:
+    """Comma-separated model names, checked against the catalog; None or "all" for every model."""
+    if text is None or text.strip().lower() in {"", "all"}:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in CATALOG]
+    if unknown:
+        raise InvalidLimit(f"unknown model(s): {', '.join(unknown)}. Models: {', '.join(CATALOG)}")
+    # Catalog order, without repeats: the same set always reads the same way.
+    return tuple(name for name in CATALOG if name in names)
+
+
+def check_max_n(value: int | None) -> int | None:
+    """The most images per request, or None for each model's own maximum."""
+    if value is not None and not 1 <= value <= MAX_N_OPTION:
+        raise InvalidLimit(f"the images per request must be 1 to {MAX_N_OPTION}")
+    return value
+
+
+def _shown(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def _models_from_db(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(json.loads(text))
+
+
+# One statement sets any subset of the four limits: `:set_x` says which columns change, so a
+# change of one limit never writes back a stale value of another.
+_UPSERT_LIMITS: Final = (
+    "INSERT INTO guild_limits (guild_id, user_daily_images, daily_budget_usd, allowed_models, "
+    "max_n, updated_at, updated_by) "
+    "VALUES (:guild_id, :daily, :budget, :models, :max_n, :now, :actor) "
+    "ON CONFLICT (guild_id) DO UPDATE SET "
+    "user_daily_images = CASE WHEN :set_daily THEN excluded.user_daily_images "
+    "ELSE user_daily_images END, "
+    "daily_budget_usd = CASE WHEN :set_budget THEN excluded.daily_budget_usd "
+    "ELSE daily_budget_usd END, "
+    "allowed_models = CASE WHEN :set_models THEN excluded.allowed_models "
+    "ELSE allowed_models END, "
+    "max_n = CASE WHEN :set_max_n THEN excluded.max_n ELSE max_n END, "
+    "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+)
+
+
+class LimitsStore:
+    """Reads and writes the per-server limits on the ledger's connection."""
+
+    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], datetime]) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def limits(self, guild_id: int) -> GuildLimits:
+        """The server's limits (NO_LIMITS when it set none)."""
+        async with self._db.execute(
+            "SELECT user_daily_images, daily_budget_usd, allowed_models, max_n "
+            "FROM guild_limits WHERE guild_id = ?",
+            (guild_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return NO_LIMITS
+        return GuildLimits(row[0], row[1], _models_from_db(row[2]), row[3])
+
+    async def policy(self, guild_id: int, user_id: int) -> Policy:
+        """The server's limits and whether the member is blocked, in one read."""
+        async with self._db.execute(
+            "SELECT l.user_daily_images, l.daily_budget_usd, l.allowed_models, l.max_n, "
+            "EXISTS (SELECT 1 FROM guild_blocks AS b WHERE b.guild_id = q.guild_id "
+            "AND b.user_id = ?) "
+            "FROM (SELECT ? AS guild_id) AS q "
+            "LEFT JOIN guild_limits AS l ON l.guild_id = q.guild_id",
+            (user_id, guild_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None  # the FROM clause always yields one row
+        limits = GuildLimits(row[0], row[1], _models_from_db(row[2]), row[3])
+        return Policy(limits, blocked=bool(row[4]))
+
+    async def _update(
+        self,
+        guild_id: int,
+        actor_id: int,
+        action: Action,
+        old: object,
+        new: object,
+        **values: object,
+    ) -> None:
+        params: dict[str, object] = {
+            "guild_id": guild_id,
+            "now": to_db_time(self._clock()),
+            "actor": actor_id,
+            "daily": None,
+            "budget": None,
+            "models": None,
+            "max_n": None,
+            "set_daily": False,
+            "set_budget": False,
+            "set_models": False,
+            "set_max_n": False,
+        }
+        for key, value in values.items():
+            params[key] = value
+            params[f"set_{key}"] = True
+        await self._db.execute(_UPSERT_LIMITS, params)
+        await self._audit(guild_id, actor_id, action, None, old, new)
+
+    async def _audit(
+        self,
+        guild_id: int,
+        actor_id: int,
+        action: Action,
+        target_id: int | None,
+        old: object,
+        new: object,
+    ) -> None:
+        # Written after the change, not in one transaction with it: the connection is shared
+        # by every request, and an open transaction would sweep their writes into it.
+        await self._db.execute(
+            "INSERT INTO limit_changes (created_at, guild_id, actor_id, action, target_id, "
+            "old_value, new_value) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                to_db_time(self._clock()),
+                guild_id,
+                actor_id,
+                action.value,
+                target_id,
+                _shown(old),
+                _shown(new),
+            ),
+        )
+
+    async def set_daily_images(self, guild_id: int, value: int | None, actor_id: int) -> None:
+        """Set the per-member daily image limit here; None goes back to the bot's default."""
+        value = check_daily_images(value)
+        old = (await self.limits(guild_id)).user_daily_images
+        await self._update(guild_id, actor_id, Action.DAILY_IMAGES, old, value, daily=value)
+
+    async def set_daily_budget(self, guild_id: int, value: float | None, actor_id: int) -> None:
+        """Set the server's daily budget in estimated US dollars; None removes it."""
+        value = check_budget(value)
+        old = (await self.limits(guild_id)).daily_budget_usd
+        await self._update(guild_id, actor_id, Action.DAILY_BUDGET, old, value, budget=value)
+
+    async def set_allowed_models(
+        self, guild_id: int, models: tuple[str, ...] | None, actor_id: int
+    ) -> None:
+        """Allow only these models here; None allows every model."""
+        if models is not None:
+            models = check_models(",".join(models))
+        old = (await self.limits(guild_id)).allowed_models
+        stored = None if models is None else json.dumps(list(models))
+        await self._update(guild_id, actor_id, Action.ALLOWED_MODELS, old, models, models=stored)
+
+    async def set_max_n(self, guild_id: int, value: int | None, actor_id: int) -> None:
+        """Cap the images per request here; None leaves each model's own maximum."""
+        value = check_max_n(value)
+        old = (await self.limits(guild_id)).max_n
+        await self._update(guild_id, actor_id, Action.MAX_N, old, value, max_n=value)
+
+    async def block(self, guild_id: int, user_id: int, actor_id: int) -> bool:
+        """Stop a member making images here; False when they were already blocked."""
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO guild_blocks (guild_id, user_id, blocked_at, blocked_by) "
+            "VALUES (?, ?, ?, ?)",
+            (guild_id, user_id, to_db_time(self._clock()), actor_id),
+        )
+        if cursor.rowcount != 1:
+            return False
+        await self._audit(guild_id, actor_id, Action.BLOCK, user_id, None, None)
+        return True
+
+    async def unblock(self, guild_id: int, user_id: int, actor_id: int) -> bool:
+        """Let a blocked member make images again; False when they were not blocked."""
+        cursor = await self._db.execute(
+            "DELETE FROM guild_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        if cursor.rowcount != 1:
+            return False
+        await self._audit(guild_id, actor_id, Action.UNBLOCK, user_id, None, None)
+        return True
+
+    async def blocked_members(self, guild_id: int) -> tuple[int, ...]:
+        """The members blocked here, oldest block first."""
+        async with self._db.execute(
+            "SELECT user_id FROM guild_blocks WHERE guild_id = ? ORDER BY blocked_at, user_id",
+            (guild_id,),
+        ) as cursor:
+            return tuple(int(row[0]) for row in await cursor.fetchall())
+
+    async def reset_day(self, guild_id: int, user_id: int, actor_id: int) -> None:
+        """Give a member's day back: today's images made here stop counting; rows stay."""
+        now = to_db_time(self._clock())
+        await self._db.execute(
+            "INSERT INTO quota_resets (guild_id, user_id, reset_at, reset_by) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (guild_id, user_id) DO UPDATE SET "
+            "reset_at = excluded.reset_at, reset_by = excluded.reset_by",
+            (guild_id, user_id, now, actor_id),
+        )
+        await self._audit(guild_id, actor_id, Action.RESET_DAY, user_id, None, None)
+
+    async def recent_changes(self, guild_id: int, count: int = 10) -> tuple[LimitChange, ...]:
+        """The latest changes of this server's limits, newest first."""
+        async with self._db.execute(
+            "SELECT created_at, actor_id, action, target_id, old_value, new_value "
+            "FROM limit_changes WHERE guild_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            (guild_id, count),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return tuple(
+            LimitChange(str(row[0]), int(row[1]), Action(row[2]), row[3], row[4], row[5])
+            for row in rows
+        )
