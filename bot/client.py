@@ -80,7 +80,7 @@ class ImagineBot(commands.AutoShardedBot):
         if self._custom_gateway:
             await follow_gateway_of(self)
         await self.add_cog(ImagineCog(self._service, self._default_model))
-        await self.add_cog(UsageCog(self._service.ledger, self._service.daily_limit))
+        await self.add_cog(UsageCog(self._service))
         await self.add_cog(AdminCog(self._service))
         await self.sync_commands_if_changed()
 

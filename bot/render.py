@@ -19,7 +19,6 @@ from bot.ledger.limits import (
     TooManyImages,
 )
 from bot.ledger.reports import CURRENCY, Report, cost_cell, usd
-from bot.ledger.store import UsageReport
 from bot.pricing import ModelPrice, TokenPrice
 from bot.service import Allowance
 from bot.validation import GenerationRequest
@@ -98,38 +97,6 @@ def refusal_message(error: LimitRefused) -> str:
     return f"\u26a0\ufe0f Refused by {error.limit_name}."
 
 
-def usage_embed(report: UsageReport, who: str) -> discord.Embed:
-    """A member's usage report."""
-    embed = discord.Embed(title=f"Image usage of {who}: {report.period.label}", colour=_COLOUR)
-    embed.add_field(name="Images", value=f"{report.images:,}")
-    embed.add_field(name="Requests", value=f"{report.requests:,}")
-    embed.add_field(name="Failed", value=f"{report.failures:,}")
-    if report.by_model:
-        lines = [
-            f"**{line.model}**: {line.images:,} images, {line.requests:,} requests"
-            for line in report.by_model[:15]
-        ]
-        embed.add_field(name="By model", value=_clip("\n".join(lines), _FIELD_VALUE), inline=False)
-    if report.total_tokens:
-        embed.add_field(
-            name="Tokens",
-            value=f"{report.input_tokens:,} in \u00b7 {report.output_tokens:,} out "
-            f"\u00b7 {report.total_tokens:,} total",
-            inline=False,
-        )
-    embed.add_field(name="Cost", value=report.cost.summary(), inline=False)
-    remaining = report.remaining_today
-    if remaining is None:
-        allowance = f"No daily limit. {report.images_today:,} images today."
-    else:
-        allowance = (
-            f"{remaining:,} of {report.daily_limit:,} images left today; "
-            f"resets {discord_time(report.resets_at, 'R')} (00:00 UTC)."
-        )
-    embed.add_field(name="Today's allowance", value=allowance, inline=False)
-    return embed
-
-
 def _model_lines(report: Report) -> str:
     return "\n".join(
         f"**{line.model}**: {line.images:,} images, {line.requests:,} requests, "
@@ -170,12 +137,10 @@ def allowance_text(allowance: Allowance) -> str:
 
 
 def member_report_embed(
-    report: Report, who: str, allowance: Allowance, *, blocked: bool
+    report: Report, title: str, allowance: Allowance, *, blocked: bool = False
 ) -> discord.Embed:
-    """A member's usage in this server, for its admins: /usage's report, plus cost."""
-    embed = discord.Embed(
-        title=f"Image usage of {who} in this server: {report.window.label}", colour=_COLOUR
-    )
+    """One member's usage: /usage shows one's own, /usage-admin user anyone's in the server."""
+    embed = discord.Embed(title=_clip(f"{title}: {report.window.label}", 256), colour=_COLOUR)
     _totals_fields(embed, report)
     embed.add_field(name="Today's allowance", value=allowance_text(allowance), inline=False)
     if blocked:

@@ -152,7 +152,8 @@ class AdminCog(commands.Cog):
         report = await build_report(self._db, Scope(guild_id, member.id), window)
         allowance = await self._service.allowance(member.id, guild_id)
         policy = await self._service.limits.policy(guild_id, member.id)
-        embed = member_report_embed(report, member.display_name, allowance, blocked=policy.blocked)
+        title = f"Image usage of {member.display_name} in this server"
+        embed = member_report_embed(report, title, allowance, blocked=policy.blocked)
         await self._reply(interaction, embed=embed)
 
     @usage_admin.command(name="server", description="This server's image usage, with a chart")

@@ -15,8 +15,8 @@ from discord.ext import commands
 from bot.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
 from bot.cometapi import ErrorKind, GeneratedImage, GenerationResult, UpstreamError
 from bot.images import FittedImage, NotAnImage, fit_to_limit
-from bot.ledger.store import QuotaExceeded
-from bot.render import quota_message, result_embed
+from bot.ledger.limits import LimitRefused
+from bot.render import refusal_message, result_embed
 from bot.service import GenerationService, Requester, Reservation, ShuttingDown
 from bot.suggest import suggest_qualities, suggest_sizes
 from bot.validation import ImagineOptions, InvalidOption, validate
@@ -130,8 +130,8 @@ class ImagineCog(commands.Cog):
         requester = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id)
         try:
             reservation = await self._service.reserve(request, requester)
-        except QuotaExceeded as error:
-            await self._refuse(interaction, quota_message(error))
+        except LimitRefused as error:
+            await self._refuse(interaction, refusal_message(error))
             return
         except ShuttingDown:
             await self._refuse(

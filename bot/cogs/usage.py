@@ -1,4 +1,4 @@
-"""/usage: a member's own numbers."""
+"""/usage: a member's own numbers, as /usage-admin user shows them to admins."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from discord.app_commands import Choice
 from discord.ext import commands
 
 from bot.ledger.periods import Period
-from bot.ledger.store import UsageLedger
-from bot.render import usage_embed
+from bot.ledger.reports import Scope, build_report, window_for
+from bot.render import member_report_embed
+from bot.service import GenerationService
 
 PERIOD_CHOICES = [Choice(name=period.label, value=period.value) for period in Period]
 
@@ -17,9 +18,8 @@ PERIOD_CHOICES = [Choice(name=period.label, value=period.value) for period in Pe
 class UsageCog(commands.Cog):
     """The /usage command."""
 
-    def __init__(self, ledger: UsageLedger, daily_limit: int) -> None:
-        self._ledger = ledger
-        self._daily_limit = daily_limit
+    def __init__(self, service: GenerationService) -> None:
+        self._service = service
 
     @app_commands.command(name="usage", description="Your image generations and today's allowance")
     @app_commands.describe(period="Which period to count (default: the last 30 days)")
@@ -30,13 +30,16 @@ class UsageCog(commands.Cog):
             chosen = Period(period) if period else Period.DAYS_30
         except ValueError:
             await interaction.response.send_message(
-                f"`{period}` is not a period. Use one of: {', '.join(p.value for p in Period)}.",
+                f"`period` can't be that. Use one of: {', '.join(p.value for p in Period)}.",
                 ephemeral=True,
             )
             return
-        report = await self._ledger.user_report(interaction.user.id, chosen, self._daily_limit)
+        ledger = self._service.ledger
+        user_id = interaction.user.id
+        window = window_for(chosen, ledger.now())
+        report = await build_report(ledger.connection, Scope(user_id=user_id), window)
+        allowance = await self._service.allowance(user_id, interaction.guild_id)
+        embed = member_report_embed(report, "Your image usage", allowance)
         await interaction.response.send_message(
-            embed=usage_embed(report, interaction.user.display_name),
-            ephemeral=True,
-            allowed_mentions=discord.AllowedMentions.none(),
+            embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -13,16 +13,13 @@ import aiosqlite
 
 from bot.ledger.limits import BudgetExhausted, QuotaExceeded
 from bot.ledger.migrations import migrate
-from bot.ledger.periods import Period, day_start, next_reset, to_db_time, utc_now
-from bot.ledger.reports import Cost, Scope, model_lines, window_for
+from bot.ledger.periods import day_start, next_reset, to_db_time, utc_now
 
 # QuotaExceeded lives with the other refusals in limits.py; importing it from here still works.
 __all__ = [
-    "ModelUsage",
     "NewGeneration",
     "QuotaExceeded",
     "UsageLedger",
-    "UsageReport",
     "connect",
     "open_ledger",
 ]
@@ -77,40 +74,6 @@ class NewGeneration:
     quality: str
     n_requested: int
     request_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelUsage:
-    """One model's line in a report."""
-
-    model: str
-    images: int
-    requests: int
-
-
-@dataclass(frozen=True, slots=True)
-class UsageReport:
-    """A member's usage over a period."""
-
-    period: Period
-    images: int
-    requests: int
-    failures: int
-    by_model: tuple[ModelUsage, ...]
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    images_today: int
-    daily_limit: int
-    resets_at: datetime
-    cost: Cost = field(default_factory=Cost)
-
-    @property
-    def remaining_today(self) -> int | None:
-        """Images left today, or None when there is no limit."""
-        if self.daily_limit == 0:
-            return None
-        return max(self.daily_limit - self.images_today, 0)
 
 
 class UsageLedger:
@@ -263,28 +226,6 @@ class UsageLedger:
         """Drop a reservation whose request never reached upstream."""
         await self._db.execute(
             "DELETE FROM generations WHERE id = ? AND status = 'pending'", (row_id,)
-        )
-
-    async def user_report(self, user_id: int, period: Period, daily_limit: int) -> UsageReport:
-        """The member's numbers for the period, and what is left of today's allowance."""
-        now = self.now()
-        lines = await model_lines(self._db, Scope(user_id=user_id), window_for(period, now))
-        cost = Cost()
-        for line in lines:
-            cost = cost + line.cost
-        return UsageReport(
-            period=period,
-            images=sum(line.images for line in lines),
-            requests=sum(line.requests for line in lines),
-            failures=sum(line.failures for line in lines),
-            by_model=tuple(ModelUsage(line.model, line.images, line.requests) for line in lines),
-            input_tokens=sum(line.input_tokens for line in lines),
-            output_tokens=sum(line.output_tokens for line in lines),
-            total_tokens=sum(line.total_tokens for line in lines),
-            images_today=await self.images_today(user_id),
-            daily_limit=daily_limit,
-            resets_at=next_reset(now),
-            cost=cost,
         )
 
     async def price_cache(self) -> dict[str, tuple[str, str]]:

@@ -256,12 +256,14 @@ async def test_daily_series_of_all_time_starts_at_the_first_image(ledger: UsageL
 
 async def test_usage_command_report_shows_cost(ledger: UsageLedger) -> None:
     """/usage's own report carries the estimated cost of the member's generations."""
-    report = await ledger.user_report(U1, Period.DAYS_30, 0)
-    assert report.images == 8
-    assert report.cost.usd == pytest.approx(0.20)
-    assert "estimated" in report.cost.summary()
-    assert "prices as of 2026-11-20 to 2026-11-21" in report.cost.summary()
-    assert "no price for 1 image(s)" in report.cost.summary()
+    window = window_for(Period.DAYS_30, ledger.now())
+    report = await build_report(ledger.connection, Scope(user_id=U1), window)
+    cost = report.totals.cost
+    assert report.totals.images == 8
+    assert cost.usd == pytest.approx(0.20)
+    assert "estimated" in cost.summary()
+    assert "prices as of 2026-11-20 to 2026-11-21" in cost.summary()
+    assert "no price for 1 image(s)" in cost.summary()
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 
 from bot.ledger.migrations import SCHEMA_VERSION, SchemaTooNew, migrate
 from bot.ledger.periods import Period
+from bot.ledger.reports import Report, Scope, build_report, window_for
 from bot.ledger.store import NewGeneration, QuotaExceeded, UsageLedger, connect, open_ledger
 
 
@@ -35,6 +36,12 @@ def clock() -> Clock:
 async def ledger(tmp_path: Path, clock: Clock) -> AsyncIterator[UsageLedger]:
     async with open_ledger(tmp_path / "sub" / "usage.db", clock) as opened:
         yield opened
+
+
+async def user_report(ledger: UsageLedger, user_id: int, period: Period) -> Report:
+    """The report /usage shows, over the ledger's own connection and clock."""
+    window = window_for(period, ledger.now())
+    return await build_report(ledger.connection, Scope(user_id=user_id), window)
 
 
 def generation(user_id: int = 1, n: int = 1, model: str = "gpt-image-1") -> NewGeneration:
@@ -71,8 +78,9 @@ async def test_reopening_an_existing_file_keeps_its_rows(tmp_path: Path, clock: 
             row, images_delivered=1, latency_ms=5, input_tokens=1, output_tokens=2, total_tokens=3
         )
     async with open_ledger(path, clock) as second:
-        report = await second.user_report(1, Period.ALL, 0)
-    assert (report.images, report.requests, report.total_tokens) == (1, 1, 3)
+        report = await user_report(second, 1, Period.ALL)
+    totals = report.totals
+    assert (totals.images, totals.requests, totals.total_tokens) == (1, 1, 3)
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -187,8 +195,9 @@ async def test_release_and_interrupt(ledger: UsageLedger) -> None:
     await ledger.release(released)
     interrupted = await ledger.reserve(generation(n=2), 0)
     await ledger.interrupt(interrupted, latency_ms=3)
-    report = await ledger.user_report(1, Period.ALL, 0)
-    assert (report.requests, report.failures, report.images_today) == (1, 1, 0)
+    totals = (await user_report(ledger, 1, Period.ALL)).totals
+    assert (totals.requests, totals.failures) == (1, 1)
+    assert await ledger.images_today(1) == 0
 
 
 async def test_stale_pending_rows_are_marked_interrupted(ledger: UsageLedger) -> None:
@@ -229,22 +238,22 @@ async def test_user_report_numbers(ledger: UsageLedger, clock: Clock) -> None:
     await add(40, "dall-e-2", 9, None)
     clock.now = start
 
-    week = await ledger.user_report(1, Period.DAYS_7, 10)
-    assert (week.images, week.requests, week.failures) == (4, 4, 1)
+    week = await user_report(ledger, 1, Period.DAYS_7)
+    assert (week.totals.images, week.totals.requests, week.totals.failures) == (4, 4, 1)
     assert [(m.model, m.images, m.requests) for m in week.by_model] == [
         ("gpt-image-1", 3, 2),
         ("dall-e-3", 1, 2),
     ]
-    assert (week.input_tokens, week.output_tokens, week.total_tokens) == (15, 15, 30)
-    assert week.images_today == 3
-    assert week.remaining_today == 7
+    tokens = (week.totals.input_tokens, week.totals.output_tokens, week.totals.total_tokens)
+    assert tokens == (15, 15, 30)
+    assert await ledger.images_today(1) == 3
 
-    month = await ledger.user_report(1, Period.DAYS_30, 0)
-    assert (month.images, month.requests, month.remaining_today) == (8, 5, None)
-    everything = await ledger.user_report(1, Period.ALL, 0)
-    assert everything.images == 17
-    today = await ledger.user_report(1, Period.TODAY, 0)
-    assert (today.images, today.requests) == (3, 2)
+    month = await user_report(ledger, 1, Period.DAYS_30)
+    assert (month.totals.images, month.totals.requests) == (8, 5)
+    everything = await user_report(ledger, 1, Period.ALL)
+    assert everything.totals.images == 17
+    today = await user_report(ledger, 1, Period.TODAY)
+    assert (today.totals.images, today.totals.requests) == (3, 2)
 
 
 async def test_meta_round_trip(ledger: UsageLedger) -> None:
