@@ -16,6 +16,7 @@ from bot import __version__
 from bot.client import DISCORD_API_BASE, ImagineBot, point_discord_at
 from bot.cometapi import CometAPIClient, RetryPolicy
 from bot.ledger.store import UsageLedger, open_ledger
+from bot.loopwatch import LoopLagMonitor
 from bot.pricing import PriceBook, catalog_url, keep_prices_fresh, load_price_file
 from bot.service import GenerationService
 from bot.settings import Settings
@@ -105,12 +106,17 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
             keep_prices_fresh(session, catalog_url(settings.cometapi_base_url), ledger, prices),
             name="price-refresh",
         )
+        background = [refresher]
+        if settings.loop_lag_log_s > 0:
+            monitor = LoopLagMonitor(report_every_s=settings.loop_lag_log_s)
+            background.append(asyncio.create_task(monitor.run(), name="loop-lag"))
         try:
             yield App(settings, session, ledger, service, bot)
         finally:
-            refresher.cancel()
-            with suppress(asyncio.CancelledError):
-                await refresher
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             if not bot.is_closed():
                 await bot.close()
 

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     log_level: str = "INFO"
     price_file: Path | None = None
+    loop_lag_log_s: float = Field(default=0.0, ge=0)
 
     @field_validator("price_file", mode="before")
     @classmethod

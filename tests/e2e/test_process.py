@@ -28,7 +28,8 @@ async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]
 async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path: Path) -> None:
     """Ready line, a generation in flight, SIGTERM: exit 0 in time, no traceback, no secret."""
     async with fakes() as (fake, comet):
-        comet.queue(Reply.hang())
+        # The first request's failure echoes the key, as a misbehaving upstream might.
+        comet.queue(Reply.error(500, f"internal error for key {COMET_KEY}"), Reply.hang())
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(ROOT),
@@ -38,6 +39,7 @@ async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path:
             "DISCORD_API_BASE_URL": fake.api_base_url,
             "DATABASE_PATH": str(tmp_path / "usage.db"),
             "SHUTDOWN_GRACE_S": "1",
+            "LOOP_LAG_LOG_S": "0.2",
         }
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
@@ -49,7 +51,7 @@ async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path:
             await asyncio.wait_for(_read_until(process.stderr, "ready as", lines), 20)
             ready_after = time.monotonic() - started
             handle = await fake.invoke("imagine", {"prompt": "forever"})
-            await comet.wait_for_calls(1)
+            await comet.wait_for_calls(2, timeout=10)
             process.send_signal(signal.SIGTERM)
             stopping = time.monotonic()
             rest = await asyncio.wait_for(process.stderr.read(), 15)
@@ -67,5 +69,7 @@ async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path:
     assert fake.token not in log
     assert COMET_KEY not in log
     assert "stopped cleanly" in log
+    assert "event loop lag window_s=0.2" in log
+    assert "cometapi retry attempt=1" in log  # the line that carried the echoed key
     assert "restarted before your images were ready" in final.json["content"]
     assert ready_after < 20
