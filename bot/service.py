@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 QueuedCallback = Callable[[int], Awaitable[None]]
 
 
+def _log_outcome(level: int, reservation: Reservation, outcome: str, extra: str) -> None:
+    """One structured line per step of a generation, with the fields operators grep for."""
+    log.log(
+        level,
+        "generation outcome=%s request_id=%s guild=%s user=%s model=%s latency_ms=%d %s",
+        outcome,
+        reservation.request_id,
+        reservation.requester.guild_id,
+        reservation.requester.user_id,
+        reservation.request.model,
+        reservation.elapsed_ms(),
+        extra,
+    )
+
+
 class ShuttingDown(Exception):
     """The bot is stopping and takes no new generations."""
 
@@ -209,16 +224,11 @@ class GenerationService:
             except UpstreamError as error:
                 await self.record_failure(reservation, error.kind.value, error.detail)
                 raise
-        log.info(
-            "generation upstream ok request_id=%s user=%s guild=%s model=%s images=%d "
-            "latency_ms=%d attempts=%d",
-            reservation.request_id,
-            reservation.requester.user_id,
-            reservation.requester.guild_id,
-            request.model,
-            len(result.images),
-            reservation.elapsed_ms(),
-            result.attempts,
+        _log_outcome(
+            logging.INFO,
+            reservation,
+            "upstream_ok",
+            f"images={len(result.images)} attempts={result.attempts}",
         )
         return result
 
@@ -238,6 +248,13 @@ class GenerationService:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
         )
+        _log_outcome(
+            logging.INFO,
+            reservation,
+            "ok",
+            f"images={delivered} cost_usd={estimate.cost_usd} "
+            f"tokens={usage.total_tokens if usage else None}",
+        )
         await self._ledger.complete(
             reservation.row_id,
             images_delivered=delivered,
@@ -252,16 +269,7 @@ class GenerationService:
 
     async def record_failure(self, reservation: Reservation, code: str, message: str) -> None:
         """Mark the row failed, which gives the reservation back to the user's allowance."""
-        log.warning(
-            "generation failed request_id=%s user=%s guild=%s model=%s code=%s latency_ms=%d: %s",
-            reservation.request_id,
-            reservation.requester.user_id,
-            reservation.requester.guild_id,
-            reservation.request.model,
-            code,
-            reservation.elapsed_ms(),
-            message,
-        )
+        _log_outcome(logging.WARNING, reservation, "failed", f"code={code} detail={message!r}")
         await self._ledger.fail(
             reservation.row_id,
             error_code=code,
@@ -271,12 +279,7 @@ class GenerationService:
 
     async def record_interrupted(self, reservation: Reservation) -> None:
         """Mark the row interrupted by a shutdown; the user's allowance gets it back."""
-        log.warning(
-            "generation interrupted request_id=%s user=%s model=%s",
-            reservation.request_id,
-            reservation.requester.user_id,
-            reservation.request.model,
-        )
+        _log_outcome(logging.WARNING, reservation, "interrupted", "code=interrupted")
         await self._ledger.interrupt(reservation.row_id, latency_ms=reservation.elapsed_ms())
 
     def stop_accepting(self) -> None:

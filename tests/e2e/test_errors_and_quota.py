@@ -107,6 +107,7 @@ async def _assert_fault(
     user_id = int(handle.payload["member"]["user"]["id"])
     assert ledger_rows(database) == [(user_id, "gpt-image-1", 1, 0, "failed", code)]
     logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "outcome=failed request_id=" in logged
     assert f"code={code}" in logged
     assert "request_id=" in logged
     return handle

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 import pytest
@@ -39,8 +41,9 @@ async def test_each_model_delivers_what_upstream_served(bot: Harness, model: str
     assert final.json["allowed_mentions"] == {"parse": []}
 
 
-async def test_n_images_give_n_attachments(bot: Harness) -> None:
+async def test_n_images_give_n_attachments(bot: Harness, caplog: pytest.LogCaptureFixture) -> None:
     """n=3 on gpt-image-1: three attachments in one message, upstream's bytes in order."""
+    caplog.set_level(logging.INFO)
     images = [make_png(seed=seed) for seed in (1, 2, 3)]
     bot.comet.queue(Reply.b64(images))
     handle = await bot.imagine(prompt="three cats", model="gpt-image-1", n=3)
@@ -51,6 +54,11 @@ async def test_n_images_give_n_attachments(bot: Harness) -> None:
         "gpt-image-1-2.png",
         "gpt-image-1-3.png",
     ]
+    await asyncio.sleep(0.05)
+    outcome = [r.getMessage() for r in caplog.records if "outcome=ok" in r.getMessage()]
+    assert len(outcome) == 1
+    assert "model=gpt-image-1" in outcome[0]
+    assert "images=3" in outcome[0]
 
 
 async def test_initial_response_within_three_seconds_even_when_upstream_is_slow(
