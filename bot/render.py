@@ -28,6 +28,11 @@ _PROMPT_SHOWN: Final = 1000
 _FIELD_VALUE: Final = 1024
 
 
+def count(number: int, noun: str) -> str:
+    """ "1 image", "3 images": reports read as sentences."""
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -57,7 +62,7 @@ def result_embed(
         )
     if note:
         embed.add_field(name="Note", value=_clip(note, _FIELD_VALUE), inline=False)
-    embed.set_footer(text=f"{len(result.images)} image(s) in {elapsed_s:.1f} s")
+    embed.set_footer(text=f"{count(len(result.images), 'image')} in {elapsed_s:.1f} s")
     return embed
 
 
@@ -91,7 +96,7 @@ def refusal_message(error: LimitRefused) -> str:
         )
     if isinstance(error, TooManyImages):
         return (
-            f"\u26a0\ufe0f This server allows at most {error.max_n} image(s) per request; "
+            f"\u26a0\ufe0f This server allows at most {count(error.max_n, 'image')} per request; "
             f"you asked for {error.requested}."
         )
     return f"\u26a0\ufe0f Refused by {error.limit_name}."
@@ -99,7 +104,7 @@ def refusal_message(error: LimitRefused) -> str:
 
 def _model_lines(report: Report) -> str:
     return "\n".join(
-        f"**{line.model}**: {line.images:,} images, {line.requests:,} requests, "
+        f"**{line.model}**: {count(line.images, 'image')}, {count(line.requests, 'request')}, "
         f"{line.failures:,} failed, {cost_cell(line.cost)}"
         for line in report.by_model[:15]
     )
@@ -156,7 +161,8 @@ def server_report_embed(report: Report, guild_name: str) -> discord.Embed:
     _totals_fields(embed, report)
     if report.top_users:
         lines = [
-            f"{rank}. <@{line.user_id}>: {line.images:,} images, {line.requests:,} requests, "
+            f"{rank}. <@{line.user_id}>: {count(line.images, 'image')}, "
+            f"{count(line.requests, 'request')}, "
             f"{usd(line.cost_usd)}"
             for rank, line in enumerate(report.top_users, start=1)
         ]

@@ -44,7 +44,7 @@ async def test_each_limit_refuses_the_next_request_and_names_itself(bot: Harness
     assert "allows only these models" in await imagine_refusal(bot, model="gpt-image-1")
     await admin(bot, ["limits", "models"], {})
     await admin(bot, ["limits", "max-n"], {"n": 2})
-    assert "at most 2 image(s) per request" in await imagine_refusal(bot, n=3)
+    assert "at most 2 images per request" in await imagine_refusal(bot, n=3)
     await admin(bot, ["limits", "block"], {"member": MEMBER})
     assert "blocked you" in await imagine_refusal(bot)
     await admin(bot, ["limits", "unblock"], {"member": MEMBER})

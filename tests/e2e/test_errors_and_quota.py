@@ -239,6 +239,6 @@ async def test_usage_numbers_and_restart_keep_them(
     fields = {field["name"]: field["value"] for field in first["embeds"][0]["fields"]}
     assert (fields["Images"], fields["Requests"], fields["Failed"]) == ("3", "3", "1")
     assert "gpt-image-1**: 2 images" in fields["By model"]
-    assert "dall-e-3**: 1 images" in fields["By model"]
+    assert "dall-e-3**: 1 image, 1 request, 0 failed" in fields["By model"]
     assert fields["Today's allowance"].startswith("7 of 10 images left today")
     assert second["embeds"] == first["embeds"]

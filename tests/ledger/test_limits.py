@@ -172,7 +172,7 @@ async def test_allowed_models_and_max_n(service: GenerationService) -> None:
     await service.limits.set_max_n(GUILD, 3, ADMIN)
     with pytest.raises(TooManyImages) as n_refusal:
         await service.reserve(request("dall-e-2", n=4), who())
-    assert "at most 3 image(s) per request" in refusal_message(n_refusal.value)
+    assert "at most 3 images per request" in refusal_message(n_refusal.value)
     await service.reserve(request("dall-e-2", n=3), who())
     await service.limits.set_allowed_models(GUILD, None, ADMIN)
     await service.limits.set_max_n(GUILD, None, ADMIN)
