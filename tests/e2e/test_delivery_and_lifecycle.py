@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -125,3 +126,29 @@ async def test_an_unexpected_error_is_answered_with_an_error_id(
     error_id = content.split("`")[1]
     assert any(error_id in record.getMessage() and record.exc_info for record in caplog.records)
     assert bot.comet.calls == []
+
+
+async def test_expired_token_and_no_channel_permission_is_logged_and_not_counted(
+    bot: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Token dead and the channel refuses the bot: a failed row, a log line, quota given back."""
+    caplog.set_level(logging.INFO)
+    bot.comet.queue(Reply.b64([make_png(seed=4)], latency=0.3))
+    bot.discord.fail_next(
+        "POST /channels/{channel}/messages",
+        403,
+        {"message": "Missing Permissions", "code": 50013},
+    )
+    handle = await bot.imagine(prompt="nowhere to go")
+    await handle.wait_for_callback()
+    handle.expire()
+    await bot.discord.wait_for_request(lambda r: r.route == "POST /channels/{channel}/messages")
+    await asyncio.sleep(0.1)
+    with sqlite3.connect(tmp_path / "usage.db") as db:
+        rows = db.execute("SELECT status, error_code, quota_images FROM generations").fetchall()
+    assert rows == [("failed", "delivery_failed", 0)]
+    assert any(
+        "outcome=failed" in r.getMessage() and "HTTP 403" in r.getMessage() for r in caplog.records
+    )
+    # Both dead ends were the test's doing: the early expiry and the injected 403.
+    bot.discord.violations[:] = [v for v in bot.discord.violations if "expired" not in v]
