@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import binascii
 import io
-from base64 import b64decode
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,10 +43,32 @@ def sniff_format(data: bytes | bytearray | memoryview) -> ImageFormat:
     raise NotAnImage("the bytes are not a PNG, JPEG, WebP or GIF image")
 
 
-def decode_b64_image(text: str) -> bytes:
-    """Decode an API's b64_json field strictly, so corrupt data fails here and not in Discord."""
+# Base64 characters decoded per call (a multiple of 4), about 1 ms of work. The decoder holds
+# the GIL for a whole call, so one call for a 4 MiB image would keep the event loop's thread
+# waiting 20 ms or more; between calls the GIL can go to it.
+_DECODE_PIECE: Final = 256 * 1024
+
+
+def decode_b64_image(text: str | bytes | memoryview) -> bytes:
+    """Decode an API's b64_json field strictly, so corrupt data fails here and not in Discord.
+
+    Exactly what b64decode(validate=True) accepts, without its copy of the text into bytes.
+    """
     try:
-        return b64decode(text, validate=True)
+        if len(text) <= 2 * _DECODE_PIECE:
+            return binascii.a2b_base64(text, strict_mode=True)
+        view = memoryview(text.encode("ascii") if isinstance(text, str) else text)
+        # Every piece but the last is whole groups of 4 data characters, which decode on their
+        # own; the last (one to two pieces long) holds any padding and is checked as strictly.
+        last = (len(view) // _DECODE_PIECE - 1) * _DECODE_PIECE
+        parts = []
+        for start in range(0, last, _DECODE_PIECE):
+            piece = view[start : start + _DECODE_PIECE]
+            if piece[-1] == ord("="):
+                raise binascii.Error("padding before the end")
+            parts.append(binascii.a2b_base64(piece, strict_mode=True))
+        parts.append(binascii.a2b_base64(view[last:], strict_mode=True))
+        return b"".join(parts)
     except (binascii.Error, ValueError) as error:
         raise NotAnImage("the base64 image data does not decode") from error
 

@@ -15,7 +15,7 @@ from bot.cometapi import CometAPIClient, ErrorKind, RetryPolicy, UpstreamError, 
 from bot.images import JPEG, PNG, WEBP
 from bot.validation import ImagineOptions, validate
 from tests.fakes.fake_cometapi import Cdn, FakeCometAPI, Reply
-from tests.fakes.images import make_jpeg, make_png, make_webp
+from tests.fakes.images import make_image_of_size, make_jpeg, make_png, make_webp
 
 KEY = "sk-test-key-0123456789abcdef"
 FAST_RETRY = RetryPolicy(
@@ -335,3 +335,15 @@ def test_retry_delays_grow_and_stay_capped() -> None:
             assert ceiling / 2 <= policy.delay(retry, None) <= ceiling
     assert policy.delay(1, 3.5) == 3.5
     assert policy.delay(1, 999) == policy.retry_after_cap_s
+
+
+async def test_a_body_over_the_response_cap_is_refused_while_reading(
+    client: CometAPIClient, api: FakeCometAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap holds whether or not the body declares its length."""
+    monkeypatch.setattr("bot.cometapi.MAX_RESPONSE_BYTES", 10_000)
+    api.queue(Reply.b64([make_image_of_size("png", 50_000, seed=2)]))
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"))
+    assert caught.value.kind is ErrorKind.BAD_RESPONSE
+    assert "too large" in caught.value.detail

@@ -1,0 +1,93 @@
+"""The fast in-place parse of image answers agrees with json.loads on every body."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+
+import pytest
+
+from bot.cometapi import ErrorKind, GeneratedImage, UpstreamError, parse_images_response
+from bot.images import NotAnImage, decode_b64_image
+from tests.fakes.images import make_png
+
+
+def _reference(body: bytes) -> list[bytes] | str:
+    """What the plain whole-body parse accepts: PNG images, or else a bad response."""
+    try:
+        items = json.loads(body)["data"]
+        assert isinstance(items, list)
+        assert items
+        images = [base64.b64decode(item["b64_json"], validate=True) for item in items]
+    except Exception:  # any shape or decoding problem is a bad response for the bot too
+        return "bad_response"
+    png = b"\x89PNG\r\n\x1a\n"
+    return images if all(image.startswith(png) for image in images) else "bad_response"
+
+
+def _parsed(body: bytes) -> list[bytes] | str:
+    try:
+        decoded = parse_images_response(body).decoded
+    except UpstreamError as error:
+        if error.kind is not ErrorKind.BAD_RESPONSE:
+            raise
+        return "bad_response"
+    return [item.data for item in decoded if isinstance(item, GeneratedImage)]
+
+
+PNG = make_png(seed=1)
+B64 = base64.b64encode(PNG).decode()
+TRICKY = [
+    # Ordinary answers, with and without spaces around the colon.
+    f'{{"created":1,"data":[{{"b64_json":"{B64}"}}]}}',
+    f'{{"created":1,"data":[{{"b64_json" : "{B64}"}},{{"b64_json":\n"{B64}"}}]}}',
+    # The key text inside another string, and a revised prompt quoting it.
+    f'{{"note":"\\"b64_json\\": \\"AAAA\\"","data":[{{"b64_json":"{B64}"}}]}}',
+    f'{{"data":[{{"revised_prompt":"say \\"b64_json\\"","b64_json":"{B64}"}}]}}',
+    # A duplicate key (JSON keeps the last), escapes inside the base64, an empty value.
+    f'{{"data":[{{"b64_json":"AAAA","b64_json":"{B64}"}}]}}',
+    f'{{"data":[{{"b64_json":"{B64[:8]}\\/{B64[8:]}"}}]}}',
+    '{"data":[{"b64_json":""}]}',
+    # A top-level b64_json that is not an item's, and truncated or broken bodies.
+    f'{{"b64_json":"{B64}","data":[{{"b64_json":"{B64}"}}]}}',
+    f'{{"data":[{{"b64_json":"{B64}"',
+    f'{{"data":[{{"b64_json":"{B64}"}}]}} trailing',
+    f'{{"data":[{{"b64_json":"{B64[:-4]}"}}]}}',
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_in_place_parse_matches_json_loads(text: str) -> None:
+    """Each tricky body gives the same images, or the same failure, as the plain parse."""
+    body = text.encode()
+    assert _parsed(body) == _reference(body)
+
+
+def test_random_mutations_agree_with_json_loads() -> None:
+    """A thousand random byte edits of a real answer: both parsers agree on every one."""
+    rng = random.Random(7)
+    base = f'{{"created":1,"data":[{{"b64_json":"{B64}","revised_prompt":"a \\"b\\""}}]}}'.encode()
+    for _ in range(1000):
+        body = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(body))
+            body[position] = rng.choice(b'"\\:{}[], =A/+')
+        assert _parsed(bytes(body)) == _reference(bytes(body)), bytes(body)
+
+
+@pytest.mark.parametrize(
+    "size", [1, 3, 4, 5, 256 * 1024 * 3 - 1, 256 * 1024 * 3, 256 * 1024 * 3 + 1, 2_000_000]
+)
+def test_piecewise_base64_decode_matches_strict_b64decode(size: int) -> None:
+    """Large inputs are decoded in pieces; padding at any boundary is handled strictly."""
+    data = random.Random(size).randbytes(size)
+    text = base64.b64encode(data).decode()
+    assert decode_b64_image(text) == data
+    assert decode_b64_image(text.encode()) == data
+    middle = (len(text) // 8) * 4  # a group boundary: padding there is never legal
+    for corrupted in ("=" + text[1:], text[:middle] + "====" + text[middle:]):
+        with pytest.raises(NotAnImage):
+            decode_b64_image(corrupted)
+    with pytest.raises(NotAnImage):
+        decode_b64_image(text + "A")
