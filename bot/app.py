@@ -75,7 +75,12 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
     # Read before anything opens: a bad PRICE_FILE stops the start with PriceFileError.
     prices = PriceBook(load_price_file(settings.price_file) if settings.price_file else None)
     async with (
-        aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session,
+        aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT},
+            # aiohttp caps a session at 100 connections by default, which split a burst of
+            # 200 generations into two upstream waves; the generation semaphore is the cap.
+            connector=aiohttp.TCPConnector(limit=0),
+        ) as session,
         open_ledger(settings.database_path) as ledger,
     ):
         stale = await ledger.mark_stale_pending()
@@ -119,6 +124,7 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
                     await task
             if not bot.is_closed():
                 await bot.close()
+            client.close()
 
 
 async def run_until_signalled(settings: Settings) -> int:
