@@ -11,14 +11,24 @@ from discord import app_commands
 log = logging.getLogger(__name__)
 
 
-async def answer(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:
+async def answer(
+    interaction: discord.Interaction,
+    text: str | None = None,
+    *,
+    embed: discord.Embed | None = None,
+    ephemeral: bool = True,
+) -> None:
     """Reply however the interaction still allows: first response, or a follow-up."""
     mentions = discord.AllowedMentions.none()
+    # MISSING, not None, is discord.py's "no embed" for both calls.
+    shown = embed if embed is not None else discord.utils.MISSING
     if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=mentions)
+        await interaction.followup.send(
+            text or "", embed=shown, ephemeral=ephemeral, allowed_mentions=mentions
+        )
     else:
         await interaction.response.send_message(
-            text, ephemeral=ephemeral, allowed_mentions=mentions
+            text, embed=shown, ephemeral=ephemeral, allowed_mentions=mentions
         )
 
 

@@ -24,6 +24,7 @@ from discord.ext import commands
 from bot.catalog import CATALOG, MAX_N_OPTION
 from bot.charts import daily_chart_png
 from bot.cogs.usage import PERIOD_CHOICES
+from bot.errors import answer
 from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
 from bot.ledger.limits import MAX_DAILY_IMAGES, InvalidLimit, check_models
 from bot.ledger.reports import BadPeriod, Scope, Window, build_report, daily_series, parse_window
@@ -81,16 +82,7 @@ class AdminCog(commands.Cog):
         *,
         embed: discord.Embed | None = None,
     ) -> None:
-        # MISSING, not None, is discord.py's "no embed" for both calls.
-        shown = embed if embed is not None else discord.utils.MISSING
-        if interaction.response.is_done():
-            await interaction.followup.send(
-                text or "", embed=shown, ephemeral=True, allowed_mentions=_NO_MENTIONS
-            )
-        else:
-            await interaction.response.send_message(
-                text, embed=shown, ephemeral=True, allowed_mentions=_NO_MENTIONS
-            )
+        await answer(interaction, text, embed=embed)
 
     async def _admin_guild(self, interaction: discord.Interaction) -> int | None:
         """The guild to act on, or None after telling the user why they may not."""
