@@ -273,8 +273,3 @@ _MODELS: Final = (
 CATALOG: Final[MappingProxyType[str, ModelSpec]] = MappingProxyType(
     {model.name: model for model in _MODELS}
 )
-
-
-def get_model(name: str) -> ModelSpec | None:
-    """The model called `name`, or None when the catalog has no such model."""
-    return CATALOG.get(name)

@@ -385,11 +385,6 @@ class CometAPIClient:
         """Let the decoder thread end once it has finished what it was given."""
         self._decoder.shutdown(wait=False)
 
-    @property
-    def timeout_s(self) -> float:
-        """The time limit for one generation, retries included."""
-        return self._timeout_s
-
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Generate the request's images; raise UpstreamError with a kind on any failure."""
         deadline = time.monotonic() + self._timeout_s

@@ -16,17 +16,16 @@ class NotAnImage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ImageFormat:
-    """A format Discord displays inline, with its MIME type and file extension."""
+    """A format Discord displays inline, and the file extension it is attached with."""
 
     name: str
-    mime: str
     extension: str
 
 
-PNG: Final = ImageFormat("png", "image/png", "png")
-JPEG: Final = ImageFormat("jpeg", "image/jpeg", "jpg")
-WEBP: Final = ImageFormat("webp", "image/webp", "webp")
-GIF: Final = ImageFormat("gif", "image/gif", "gif")
+PNG: Final = ImageFormat("png", "png")
+JPEG: Final = ImageFormat("jpeg", "jpg")
+WEBP: Final = ImageFormat("webp", "webp")
+GIF: Final = ImageFormat("gif", "gif")
 
 
 def sniff_format(data: bytes | bytearray | memoryview) -> ImageFormat:

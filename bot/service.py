@@ -286,11 +286,6 @@ class GenerationService:
         """Refuse new generations from now on."""
         self._accepting = False
 
-    @property
-    def accepting(self) -> bool:
-        """Whether new generations are taken."""
-        return self._accepting
-
     async def drain(self, grace_s: float) -> int:
         """Wait up to `grace_s` for generations in flight; cancel the rest and return how many."""
         with suppress(TimeoutError):
