@@ -14,9 +14,10 @@ from discord.ext import commands
 
 from bot.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
 from bot.cometapi import ErrorKind, GeneratedImage, GenerationResult, UpstreamError
+from bot.errors import answer
 from bot.images import FittedImage, NotAnImage, fit_to_limit
 from bot.ledger.limits import LimitRefused
-from bot.render import refusal_message, result_embed
+from bot.render import count, refusal_message, result_embed
 from bot.service import GenerationService, Requester, Reservation, ShuttingDown
 from bot.suggest import suggest_qualities, suggest_sizes
 from bot.validation import ImagineOptions, InvalidOption, validate
@@ -153,7 +154,8 @@ class ImagineCog(commands.Cog):
         async def show_queued(position: int) -> None:
             await self._edit(
                 interaction,
-                f"\u23f3 Queued: the bot is busy, {position} request(s) waiting including yours. "
+                f"\u23f3 Queued: the bot is busy, {count(position, 'request')} waiting "
+                "including yours. "
                 "Your images start as soon as a slot frees up.",
             )
 
@@ -274,7 +276,7 @@ class ImagineCog(commands.Cog):
         )
 
     async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=_NO_MENTIONS)
+        await answer(interaction, text)
 
     async def _edit(self, interaction: discord.Interaction, text: str) -> None:
         try:
