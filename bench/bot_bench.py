@@ -767,8 +767,8 @@ async def phase_cpu(config: Config) -> dict[str, Any]:
     from openai import AsyncOpenAI
     from pydantic import SecretStr
 
-    from bot.cometapi import CometAPIClient
-    from bot.validation import ImagineOptions, validate
+    from bot.core.cometapi import CometAPIClient
+    from bot.core.validation import ImagineOptions, validate
 
     sizes = {"64kib": 64 * 1024, "1mib": MIB}
     child = await asyncio.create_subprocess_exec(

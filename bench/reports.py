@@ -29,13 +29,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
+from bot.core.pricing import CostEstimate, PriceBook
 from bot.ledger.export import export_to_files
 from bot.ledger.limits import LimitsStore
 from bot.ledger.periods import Period
 from bot.ledger.reports import Scope, Window, build_report, daily_series, window_for
 from bot.ledger.store import connect, open_ledger
-from bot.pricing import CostEstimate, PriceBook
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 EXPORT_ROWS = 100_000

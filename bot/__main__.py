@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from bot import report_cli
 from bot.app import run_until_signalled
 from bot.check import run_checks
+from bot.core.pricing import PriceFileError
 from bot.docs import model_table_block
 from bot.logs import configure_logging
-from bot.pricing import PriceFileError
 from bot.settings import Settings, StorageSettings, describe_settings_error
 
 

@@ -13,12 +13,12 @@ import aiohttp
 import discord
 
 from bot import __version__
-from bot.client import DISCORD_API_BASE, ImagineBot, point_discord_at
-from bot.cometapi import CometAPIClient, RetryPolicy
+from bot.core.cometapi import CometAPIClient, RetryPolicy
+from bot.core.pricing import PriceBook, catalog_url, keep_prices_fresh, load_price_file
+from bot.core.service import GenerationService
+from bot.glue.client import DISCORD_API_BASE, ImagineBot, point_discord_at
 from bot.ledger.store import UsageLedger, open_ledger
 from bot.loopwatch import LoopLagMonitor
-from bot.pricing import PriceBook, catalog_url, keep_prices_fresh, load_price_file
-from bot.service import GenerationService
 from bot.settings import Settings
 
 log = logging.getLogger("bot")

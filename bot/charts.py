@@ -12,7 +12,7 @@ from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
 from bot.ledger.reports import DailySeries
 
 CHART_SIZE: Final = (960, 480)

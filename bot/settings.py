@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     @field_validator("default_model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        from bot.catalog import CATALOG
+        from bot.core.catalog import CATALOG
 
         if value not in CATALOG:
             raise ValueError(f"must be one of: {', '.join(CATALOG)}")

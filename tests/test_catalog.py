@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.catalog import CATALOG, Family, parse_size
+from bot.core.catalog import CATALOG, Family, parse_size
 
 DOCUMENTED = {
     # model: (sizes, qualities, max_n, prompt_limit, style, gpt options, response_format)

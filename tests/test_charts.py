@@ -109,7 +109,7 @@ def test_empty_and_long_series_still_draw() -> None:
 
 def test_every_catalog_model_has_its_own_colour() -> None:
     """Colours follow the catalog, so stacked models are told apart."""
-    from bot.catalog import CATALOG
+    from bot.core.catalog import CATALOG
 
     colours = [model_colour(name) for name in CATALOG]
     assert len(set(colours)) == len(colours)

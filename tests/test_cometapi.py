@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.catalog import CATALOG
-from bot.cometapi import CometAPIClient, ErrorKind, RetryPolicy, UpstreamError, download_image
-from bot.images import JPEG, PNG, WEBP
-from bot.validation import ImagineOptions, validate
+from bot.core.catalog import CATALOG
+from bot.core.cometapi import CometAPIClient, ErrorKind, RetryPolicy, UpstreamError, download_image
+from bot.core.images import JPEG, PNG, WEBP
+from bot.core.validation import ImagineOptions, validate
 from tests.fakes.fake_cometapi import Cdn, FakeCometAPI, Reply
 from tests.fakes.images import make_image_of_size, make_jpeg, make_png, make_webp
 
@@ -341,7 +341,7 @@ async def test_a_body_over_the_response_cap_is_refused_while_reading(
     client: CometAPIClient, api: FakeCometAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cap holds whether or not the body declares its length."""
-    monkeypatch.setattr("bot.cometapi.MAX_RESPONSE_BYTES", 10_000)
+    monkeypatch.setattr("bot.core.cometapi.MAX_RESPONSE_BYTES", 10_000)
     api.queue(Reply.b64([make_image_of_size("png", 50_000, seed=2)]))
     with pytest.raises(UpstreamError) as caught:
         await client.generate(request_for("gpt-image-1"))

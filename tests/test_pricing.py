@@ -15,10 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from bot.catalog import CATALOG
-from bot.cometapi import CometAPIClient, GenerationResult, TokenUsage
-from bot.ledger.store import UsageLedger, open_ledger
-from bot.pricing import (
+from bot.core.catalog import CATALOG
+from bot.core.cometapi import CometAPIClient, GenerationResult, TokenUsage
+from bot.core.pricing import (
     BUILTIN_AS_OF,
     BUILTIN_PRICES,
     NO_PRICE,
@@ -42,8 +41,9 @@ from bot.pricing import (
     price_to_json,
     refresh_prices,
 )
-from bot.service import GenerationService, Requester
-from bot.validation import ImagineOptions, validate
+from bot.core.service import GenerationService, Requester
+from bot.core.validation import ImagineOptions, validate
+from bot.ledger.store import UsageLedger, open_ledger
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

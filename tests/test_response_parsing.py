@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from bot.cometapi import ErrorKind, GeneratedImage, UpstreamError, parse_images_response
-from bot.images import NotAnImage, decode_b64_image
+from bot.core.cometapi import ErrorKind, GeneratedImage, UpstreamError, parse_images_response
+from bot.core.images import NotAnImage, decode_b64_image
 from tests.fakes.images import make_png
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.catalog import CATALOG
-from bot.suggest import MAX_NAME, MAX_SUGGESTIONS, suggest_qualities, suggest_sizes
+from bot.core.catalog import CATALOG
+from bot.glue.suggest import MAX_NAME, MAX_SUGGESTIONS, suggest_qualities, suggest_sizes
 
 
 def test_sizes_are_exactly_the_models_own() -> None:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.catalog import CATALOG
-from bot.validation import ImagineOptions, InvalidOption, validate
+from bot.core.catalog import CATALOG
+from bot.core.validation import ImagineOptions, InvalidOption, validate
 
 BASE = ImagineOptions(prompt="a paper boat on a pond")
 

@@ -15,7 +15,7 @@ from typing import ClassVar, Final
 
 import aiosqlite
 
-from bot.catalog import CATALOG, MAX_N_OPTION
+from bot.core.catalog import CATALOG, MAX_N_OPTION
 from bot.ledger.periods import to_db_time
 
 MAX_DAILY_IMAGES: Final = 100_000

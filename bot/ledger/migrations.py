@@ -63,7 +63,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- The last prices read from CometAPI's catalog, so a restart without network keeps them.
     CREATE TABLE price_cache (
         model      TEXT PRIMARY KEY,
-        price      TEXT NOT NULL,  -- JSON, see bot/pricing.py
+        price      TEXT NOT NULL,  -- JSON, see bot/core/pricing.py
         fetched_at TEXT NOT NULL   -- UTC, ISO 8601 with a Z
     );
 

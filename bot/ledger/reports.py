@@ -14,7 +14,7 @@ from typing import Final
 
 import aiosqlite
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
 from bot.ledger.periods import Period, to_db_time
 
 TOP_USERS: Final = 10

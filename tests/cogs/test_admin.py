@@ -26,15 +26,15 @@ from PIL import Image
 from pydantic import SecretStr
 
 from bot.charts import CHART_SIZE
-from bot.cogs.admin import AdminCog, can_see_others, export_name
-from bot.cometapi import CometAPIClient, GenerationResult
-from bot.errors import ImagineTree
+from bot.core.cometapi import CometAPIClient, GenerationResult
+from bot.core.service import GenerationService, Requester
+from bot.core.validation import ImagineOptions, validate
+from bot.glue.cogs.admin import AdminCog, can_see_others, export_name
+from bot.glue.errors import ImagineTree
 from bot.ledger.limits import QuotaExceeded
 from bot.ledger.periods import Period
 from bot.ledger.reports import window_for
 from bot.ledger.store import open_ledger
-from bot.service import GenerationService, Requester
-from bot.validation import ImagineOptions, validate
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 GUILD, CHANNEL, APP = 10, 30, 77

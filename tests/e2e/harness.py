@@ -13,7 +13,7 @@ import discord
 import pytest
 
 from bot.app import App, assemble
-from bot.cometapi import RetryPolicy
+from bot.core.cometapi import RetryPolicy
 from bot.settings import Settings
 from tests.fakes.fake_cometapi import FakeCometAPI
 from tests.fakes.fake_discord import FakeDiscord, InteractionHandle

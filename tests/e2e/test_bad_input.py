@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
 from tests.e2e.harness import Harness
 
 REFUSED_INPUT: list[tuple[str, dict[str, Any], str]] = [

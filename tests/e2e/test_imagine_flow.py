@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
 from tests.e2e.harness import Harness
 from tests.fakes.fake_cometapi import Reply
 from tests.fakes.images import make_png

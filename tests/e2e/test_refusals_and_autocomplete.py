@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
 from tests.e2e.harness import Harness
 from tests.test_validation import REFUSED
 

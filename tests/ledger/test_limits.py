@@ -13,7 +13,10 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.cometapi import CometAPIClient, GenerationResult, TokenUsage
+from bot.core.cometapi import CometAPIClient, GenerationResult, TokenUsage
+from bot.core.service import GenerationService, Requester, Reservation
+from bot.core.validation import GenerationRequest, ImagineOptions, validate
+from bot.glue.render import refusal_message
 from bot.ledger.limits import (
     Action,
     BudgetExhausted,
@@ -31,9 +34,6 @@ from bot.ledger.limits import (
     check_models,
 )
 from bot.ledger.store import open_ledger
-from bot.render import refusal_message
-from bot.service import GenerationService, Requester, Reservation
-from bot.validation import GenerationRequest, ImagineOptions, validate
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 GUILD, OTHER_GUILD = 10, 20

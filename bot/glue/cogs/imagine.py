@@ -12,15 +12,15 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
-from bot.cometapi import ErrorKind, GeneratedImage, GenerationResult, UpstreamError
-from bot.errors import answer
-from bot.images import FittedImage, NotAnImage, fit_to_limit
+from bot.core.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
+from bot.core.cometapi import ErrorKind, GeneratedImage, GenerationResult, UpstreamError
+from bot.core.images import FittedImage, NotAnImage, fit_to_limit
+from bot.core.service import GenerationService, Requester, Reservation, ShuttingDown
+from bot.core.validation import ImagineOptions, InvalidOption, validate
+from bot.glue.errors import answer
+from bot.glue.render import count, refusal_message, result_embed
+from bot.glue.suggest import suggest_qualities, suggest_sizes
 from bot.ledger.limits import LimitRefused
-from bot.render import count, refusal_message, result_embed
-from bot.service import GenerationService, Requester, Reservation, ShuttingDown
-from bot.suggest import suggest_qualities, suggest_sizes
-from bot.validation import ImagineOptions, InvalidOption, validate
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from discord import app_commands
 from discord.app_commands import Choice
 from discord.ext import commands
 
+from bot.core.service import GenerationService
+from bot.glue.render import member_report_embed
 from bot.ledger.periods import Period
 from bot.ledger.reports import Scope, build_report, window_for
-from bot.render import member_report_embed
-from bot.service import GenerationService
 
 PERIOD_CHOICES = [Choice(name=period.label, value=period.value) for period in Period]
 

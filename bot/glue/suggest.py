@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from bot.catalog import ModelSpec, normalize_size, parse_size
+from bot.core.catalog import ModelSpec, normalize_size, parse_size
 
 # Discord shows at most 25 suggestions, each named in at most 100 characters.
 MAX_SUGGESTIONS: Final = 25

@@ -6,7 +6,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from bot.catalog import (
+from bot.core.catalog import (
     BACKGROUNDS,
     CATALOG,
     COMPRESSION_RANGE,

@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.cometapi import CometAPIClient, GenerationResult, UpstreamError
+from bot.core.cometapi import CometAPIClient, GenerationResult, UpstreamError
+from bot.core.pricing import PriceBook
+from bot.core.validation import GenerationRequest
 from bot.ledger.limits import OPEN_POLICY, LimitsStore, Policy
 from bot.ledger.periods import next_reset
 from bot.ledger.store import NewGeneration, UsageLedger
-from bot.pricing import PriceBook
-from bot.validation import GenerationRequest
 
 log = logging.getLogger(__name__)
 

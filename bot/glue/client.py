@@ -11,11 +11,11 @@ import discord
 import yarl
 from discord.ext import commands
 
-from bot.cogs.admin import AdminCog
-from bot.cogs.imagine import ImagineCog
-from bot.cogs.usage import UsageCog
-from bot.errors import ImagineTree
-from bot.service import GenerationService
+from bot.core.service import GenerationService
+from bot.glue.cogs.admin import AdminCog
+from bot.glue.cogs.imagine import ImagineCog
+from bot.glue.cogs.usage import UsageCog
+from bot.glue.errors import ImagineTree
 
 log = logging.getLogger(__name__)
 

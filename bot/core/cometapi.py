@@ -17,8 +17,8 @@ from typing import Any, Final
 import aiohttp
 from pydantic import SecretStr
 
-from bot.images import ImageFormat, NotAnImage, decode_b64_image, sniff_format
-from bot.validation import GenerationRequest
+from bot.core.images import ImageFormat, NotAnImage, decode_b64_image, sniff_format
+from bot.core.validation import GenerationRequest
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,10 @@ from typing import Final
 
 import discord
 
-from bot.cometapi import GenerationResult
+from bot.core.cometapi import GenerationResult
+from bot.core.pricing import ModelPrice, TokenPrice
+from bot.core.service import Allowance
+from bot.core.validation import GenerationRequest
 from bot.ledger.limits import (
     BudgetExhausted,
     GuildLimits,
@@ -19,9 +22,6 @@ from bot.ledger.limits import (
     TooManyImages,
 )
 from bot.ledger.reports import CURRENCY, Report, cost_cell, usd
-from bot.pricing import ModelPrice, TokenPrice
-from bot.service import Allowance
-from bot.validation import GenerationRequest
 
 _COLOUR: Final = discord.Colour.blurple()
 _PROMPT_SHOWN: Final = 1000

@@ -21,15 +21,15 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.catalog import CATALOG, MAX_N_OPTION
 from bot.charts import daily_chart_png
-from bot.cogs.usage import PERIOD_CHOICES
-from bot.errors import answer
+from bot.core.catalog import CATALOG, MAX_N_OPTION
+from bot.core.service import GenerationService
+from bot.glue.cogs.usage import PERIOD_CHOICES
+from bot.glue.errors import answer
+from bot.glue.render import limits_embed, member_report_embed, server_report_embed
 from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
 from bot.ledger.limits import MAX_DAILY_IMAGES, InvalidLimit, check_models
 from bot.ledger.reports import BadPeriod, Scope, Window, build_report, daily_series, parse_window
-from bot.render import limits_embed, member_report_embed, server_report_embed
-from bot.service import GenerationService
 
 log = logging.getLogger(__name__)
 

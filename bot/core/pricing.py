@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
 from bot.ledger.store import UsageLedger
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Discord glue: the client, cogs, rendering, the error handler, suggestions."""
