@@ -11,13 +11,21 @@ import pytest
 from pydantic import SecretStr
 
 from bot.core.catalog import CATALOG
-from bot.core.cometapi import CometAPIClient, ErrorKind, RetryPolicy, UpstreamError, download_image
+from bot.core.cometapi import (
+    CometAPIClient,
+    ErrorKind,
+    RetryPolicy,
+    UpstreamError,
+    _lost_before_response,
+    download_image,
+)
 from bot.core.images import JPEG, PNG, WEBP
 from bot.core.validation import ImagineOptions, validate
 from tests.fakes.fake_cometapi import Cdn, FakeCometAPI, Reply
 from tests.fakes.images import make_image_of_size, make_jpeg, make_png, make_webp
 
 KEY = "sk-test-key-0123456789abcdef"
+REQUEST_ID = "gen-0123456789ab"
 FAST_RETRY = RetryPolicy(
     max_retries=2, base_delay_s=0.001, max_delay_s=0.002, retry_after_cap_s=0.05
 )
@@ -96,7 +104,9 @@ async def test_gpt_image_2_b64_with_usage(client: CometAPIClient, api: FakeComet
             size="1024x1024",
         )
     )
-    result = await client.generate(request_for("gpt-image-2", output_format="jpeg"))
+    result = await client.generate(
+        request_for("gpt-image-2", output_format="jpeg"), request_id=REQUEST_ID
+    )
     assert [i.data for i in result.images] == [image]
     assert result.images[0].format is JPEG
     assert result.usage is not None
@@ -118,7 +128,7 @@ async def test_dall_e_3_url_with_revised_prompt(client: CometAPIClient, api: Fak
     """A url answer is downloaded with the same session; the revised prompt is kept."""
     image = make_webp(seed=3)
     api.queue(Reply.url([image], revised_prompt="A tall lighthouse, painted at dusk"))
-    result = await client.generate(request_for("dall-e-3"))
+    result = await client.generate(request_for("dall-e-3"), request_id=REQUEST_ID)
     assert result.images[0].data == image
     assert result.images[0].format is WEBP
     assert result.images[0].revised_prompt == "A tall lighthouse, painted at dusk"
@@ -127,7 +137,7 @@ async def test_dall_e_3_url_with_revised_prompt(client: CometAPIClient, api: Fak
 
 async def test_dall_e_asks_for_b64_json(client: CometAPIClient, api: FakeCometAPI) -> None:
     """dall-e models are asked for base64 so no second download is needed."""
-    await client.generate(request_for("dall-e-2", n=3))
+    await client.generate(request_for("dall-e-2", n=3), request_id=REQUEST_ID)
     assert api.calls[0].json["response_format"] == "b64_json"
     assert not api.requests_to("/cdn")
 
@@ -137,7 +147,7 @@ async def test_every_model_round_trips(
     client: CometAPIClient, api: FakeCometAPI, model: str
 ) -> None:
     """The fake answers each model like upstream would, and the fake's schema checks pass."""
-    result = await client.generate(request_for(model))
+    result = await client.generate(request_for(model), request_id=REQUEST_ID)
     assert [image.data for image in result.images] == api.calls[0].served_images
     assert result.images
 
@@ -155,7 +165,7 @@ async def test_content_policy_400_shows_upstream_message(
         )
     )
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.BAD_REQUEST
     assert caught.value.code == "content_policy_violation"
     assert "safety system" in caught.value.user_message
@@ -172,7 +182,7 @@ async def test_auth_failures_are_configuration_problems(
     api.queue(Reply.error(status, f"invalid token {wrong} (request id: abc)"))
     client = client_for(session, api.base_url, sleeps, key=wrong)
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.CONFIGURATION
     assert "needs attention from the bot's owner" in caught.value.user_message
     assert wrong not in str(caught.value)
@@ -186,7 +196,7 @@ async def test_429_is_retried_honouring_retry_after(
     api.queue(
         Reply.error(429, "slow down", retry_after=0.02), Reply.error(429, "again", retry_after=60)
     )
-    result = await client.generate(request_for("gpt-image-1"))
+    result = await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert result.attempts == 3
     assert sleeps.delays == [0.02, FAST_RETRY.retry_after_cap_s]
 
@@ -197,7 +207,7 @@ async def test_429_after_all_retries(
     """Three 429s: the user is told the service is busy."""
     api.queue(*[Reply.error(429, "rate limited") for _ in range(3)])
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.RATE_LIMITED
     assert len(api.calls) == 3
     assert len(sleeps.delays) == 2
@@ -209,7 +219,7 @@ async def test_5xx_is_retried_then_succeeds(
 ) -> None:
     """Transient platform errors are retried."""
     api.queue(Reply.error(status, "upstream hiccup"))
-    result = await client.generate(request_for("gpt-image-1"))
+    result = await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert result.attempts == 2
 
 
@@ -217,7 +227,7 @@ async def test_5xx_after_all_retries(client: CometAPIClient, api: FakeCometAPI) 
     """A persistent 5xx (even as an HTML page) becomes a plain-words upstream error."""
     api.queue(*[Reply.raw(502, b"<html>Bad gateway</html>") for _ in range(3)])
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.UPSTREAM_ERROR
     assert "<html>" not in caught.value.user_message
 
@@ -232,7 +242,7 @@ async def test_other_statuses(
     """Each status maps to its kind and is not retried."""
     api.queue(Reply.error(status, "nope"))
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is kind
     assert len(api.calls) == 1
 
@@ -244,8 +254,9 @@ async def test_timeout_is_not_retried(
     api.queue(Reply.hang())
     client = client_for(session, api.base_url, sleeps, timeout_s=0.3)
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.TIMEOUT
+    assert caught.value.attempts == 1
     assert len(api.calls) == 1
 
 
@@ -258,7 +269,7 @@ async def test_connection_refused_is_retried_then_reported(
         port = probe.getsockname()[1]
     client = client_for(session, f"http://127.0.0.1:{port}/v1", sleeps)
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.CONNECTION
     assert len(sleeps.delays) == 2
 
@@ -282,7 +293,7 @@ async def test_unusable_answers(client: CometAPIClient, api: FakeCometAPI, reply
     """Every kind of garbage is a bad-response error, never a crash."""
     api.queue(reply)
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.BAD_RESPONSE
 
 
@@ -304,7 +315,7 @@ async def test_url_download_failures(
     """A url that 404s, is not an image, is too large or loops is a download failure."""
     api.queue(Reply.url([make_png()], cdn=behaviour))
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("dall-e-3"))
+        await client.generate(request_for("dall-e-3"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.DOWNLOAD_FAILED
 
 
@@ -314,7 +325,7 @@ async def test_url_redirects_within_bound_are_followed(
     """Two redirects are fine."""
     image = make_png(seed=11)
     api.queue(Reply.url([image], cdn=Cdn.redirect(2)))
-    result = await client.generate(request_for("dall-e-3"))
+    result = await client.generate(request_for("dall-e-3"), request_id=REQUEST_ID)
     assert result.images[0].data == image
     assert result.images[0].format is PNG
 
@@ -344,6 +355,253 @@ async def test_a_body_over_the_response_cap_is_refused_while_reading(
     monkeypatch.setattr("bot.core.cometapi.MAX_RESPONSE_BYTES", 10_000)
     api.queue(Reply.b64([make_image_of_size("png", 50_000, seed=2)]))
     with pytest.raises(UpstreamError) as caught:
-        await client.generate(request_for("gpt-image-1"))
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.BAD_RESPONSE
     assert "too large" in caught.value.detail
+
+
+# -- retries by where the connection failed ----------------------------------------------------
+
+GOOD_AFTERWARDS = Reply.auto()  # what a retry would get: a test fails if a retry happens
+
+
+async def test_a_connection_dropped_before_the_answer_is_retried(
+    client: CometAPIClient, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """No byte of an answer came back: retried like a 502, after the usual backoff."""
+    api.queue(Reply.disconnect())
+    result = await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert result.attempts == 2
+    assert len(api.calls) == 2
+    assert len(sleeps.delays) == 1
+    assert FAST_RETRY.base_delay_s / 2 <= sleeps.delays[0] <= FAST_RETRY.base_delay_s
+
+
+async def test_a_connection_dropped_before_every_answer_ends_as_a_connection_failure(
+    client: CometAPIClient, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """The retry budget of a 502 holds: max_retries + 1 attempts, then CONNECTION."""
+    api.queue(*[Reply.disconnect() for _ in range(FAST_RETRY.max_retries + 1)], GOOD_AFTERWARDS)
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert caught.value.attempts == FAST_RETRY.max_retries + 1
+    assert len(api.calls) == FAST_RETRY.max_retries + 1
+    assert len(sleeps.delays) == FAST_RETRY.max_retries
+
+
+async def test_a_dropped_connection_is_not_retried_past_the_deadline(
+    session: aiohttp.ClientSession, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """The deadline of a 502 holds too: no retry whose backoff would end after it."""
+    api.queue(Reply.disconnect(), GOOD_AFTERWARDS)
+    client = CometAPIClient(
+        session,
+        base_url=api.base_url,
+        api_key=SecretStr(KEY),
+        timeout_s=1.0,
+        retry=RetryPolicy(max_retries=2, base_delay_s=10.0, max_delay_s=10.0),
+        sleep=sleeps,
+    )
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert caught.value.attempts == 1
+    assert sleeps.delays == []
+
+
+async def test_a_connection_dropped_mid_body_is_not_retried(
+    client: CometAPIClient, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """The answer had begun (likely billed): a connection failure after one attempt."""
+    api.queue(Reply.b64([make_png(seed=5)]).cut_off(100), GOOD_AFTERWARDS)
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert "ClientPayloadError" in caught.value.detail
+    assert caught.value.attempts == 1
+    assert len(api.calls) == 1
+    assert sleeps.delays == []
+
+
+async def test_a_connection_dropped_inside_the_status_line_is_not_retried(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """Part of an answer arrived before the drop (it may have been a 200): not retried."""
+    api.queue(Reply.disconnect(partial_head=b"HTTP/1.1 200 OK\r\nContent-Ty"), GOOD_AFTERWARDS)
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert caught.value.attempts == 1
+    assert len(api.calls) == 1
+
+
+def test_the_retry_rule_is_by_where_not_by_type() -> None:
+    """The same exception is retried before an answer began and never after.
+
+    aiohttp 3.14 reports every drop after the headers as ClientPayloadError, so no fake fault
+    reaches the `answered` guard; it keeps the rule true should a version report otherwise.
+    """
+    for error in (aiohttp.ServerDisconnectedError(), aiohttp.ClientOSError(104, "reset")):
+        assert _lost_before_response(error, answered=False)
+        assert not _lost_before_response(error, answered=True)
+    assert not _lost_before_response(aiohttp.ClientPayloadError("cut"), answered=False)
+
+
+# -- request ids -------------------------------------------------------------------------------
+
+
+async def test_our_request_id_reaches_upstream_on_every_attempt(
+    client: CometAPIClient, api: FakeCometAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One generation, one id: the same X-Request-Id on each attempt, and in the retry logs."""
+    api.queue(Reply.error(502, "bad gateway"), Reply.disconnect())
+    result = await client.generate(request_for("gpt-image-1"), request_id="gen-feedc0ffee01")
+    assert result.attempts == 3
+    assert [call.client_request_id for call in api.calls] == ["gen-feedc0ffee01"] * 3
+    retries = [r.getMessage() for r in caplog.records if "cometapi retry" in r.getMessage()]
+    assert len(retries) == 2
+    assert all("request_id=gen-feedc0ffee01" in line for line in retries)
+
+
+async def test_upstream_request_id_is_kept_on_success(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """The id of the answer that carried the images."""
+    api.queue(Reply.error(502, "bad gateway"))
+    result = await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert result.upstream_request_id == api.calls[1].upstream_request_id
+    assert api.calls[0].upstream_request_id != api.calls[1].upstream_request_id
+
+
+async def test_upstream_request_id_is_kept_on_failure(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """A failed row can store upstream's id and the attempts, retried or not."""
+    api.queue(*[Reply.error(503, "busy") for _ in range(3)])
+    with pytest.raises(UpstreamError) as retried:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert retried.value.attempts == 3
+    assert retried.value.upstream_request_id == api.calls[2].upstream_request_id
+
+    api.queue(Reply.b64([make_png()]).cut_off(50))
+    with pytest.raises(UpstreamError) as cut:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert cut.value.attempts == 1
+    assert cut.value.upstream_request_id == api.calls[3].upstream_request_id
+
+
+async def test_an_unusable_answer_keeps_its_attempts_and_upstream_id(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """A bad 200 on the second attempt still says how it was got."""
+    api.queue(Reply.error(500, "hiccup"), Reply.json({"created": 1}))
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is ErrorKind.BAD_RESPONSE
+    assert caught.value.attempts == 2
+    assert caught.value.upstream_request_id == api.calls[1].upstream_request_id
+
+
+async def test_the_gateways_own_id_is_preferred(client: CometAPIClient, api: FakeCometAPI) -> None:
+    """X-Oneapi-Request-Id (the gateway's) wins over x-request-id (perhaps the provider's)."""
+    api.queue(Reply.b64([make_png()], headers={"X-Oneapi-Request-Id": "2026010112000012ab"}))
+    result = await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert result.upstream_request_id == "2026010112000012ab"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("id with spaces", None), ("<b>x</b>", None), ("a" * 500, "a" * 128)],
+    ids=["spaces", "markup", "too-long"],
+)
+async def test_upstream_ids_are_bounded_and_safe(
+    client: CometAPIClient, api: FakeCometAPI, sent: str, kept: str | None
+) -> None:
+    """An unsafe id is skipped for the next header; a long one is cut to 128 characters."""
+    api.queue(Reply.b64([make_png()], headers={"X-Oneapi-Request-Id": sent}))
+    result = await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert result.upstream_request_id == (kept or api.calls[0].upstream_request_id)
+
+
+async def test_without_headers_the_id_comes_from_the_error_text(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """CometAPI documents its id inside error.message; it is kept, and not shown to users."""
+    api.request_id_header = None
+    api.queue(Reply.error(400, "Invalid size (request id: 20260101120000abcd)"))
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.upstream_request_id == "20260101120000abcd"
+    assert caught.value.upstream_message == "Invalid size"
+    assert "request id" not in caught.value.user_message
+
+
+async def test_no_upstream_id_when_upstream_sends_none(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """Nothing invented: None when no header and no error text carries an id."""
+    api.request_id_header = None
+    result = await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert result.upstream_request_id is None
+
+
+# -- errors in the service's own words ---------------------------------------------------------
+
+OVERLOADED = "The engine is currently overloaded, please try again later"
+
+
+async def test_503_overloaded_shows_the_services_words_after_ours(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """A persistent 503 is UNAVAILABLE: our sentence, then upstream's, no status code."""
+    api.queue(*[Reply.error(503, OVERLOADED) for _ in range(3)])
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is ErrorKind.UNAVAILABLE
+    assert caught.value.kind.value == "upstream_unavailable"
+    message = caught.value.user_message
+    assert message.startswith("The image service is overloaded right now")
+    assert message.endswith(f"try again in a minute. The image service said: {OVERLOADED}")
+    assert "503" not in message
+    assert "internal error" not in message
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, ErrorKind.BAD_REQUEST),
+        (404, ErrorKind.MODEL_NOT_FOUND),
+        (413, ErrorKind.TOO_LARGE),
+        (429, ErrorKind.RATE_LIMITED),
+        (500, ErrorKind.UPSTREAM_ERROR),
+        (503, ErrorKind.UNAVAILABLE),
+    ],
+)
+async def test_every_explained_failure_shows_the_services_words(
+    client: CometAPIClient, api: FakeCometAPI, status: int, kind: ErrorKind
+) -> None:
+    """Our short sentence first, then what upstream said; never the status code."""
+    api.queue(*[Reply.error(status, "words from upstream") for _ in range(3)])
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is kind
+    message = caught.value.user_message
+    assert message.endswith(". The image service said: words from upstream")
+    assert not message.startswith("The image service said")
+    assert str(status) not in message
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_key_problem_never_shows_the_services_words(
+    client: CometAPIClient, api: FakeCometAPI, status: int
+) -> None:
+    """Upstream explained, but its words are about the owner's key: users see only ours."""
+    api.queue(Reply.error(status, "token quota exhausted for group vip-7"))
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("gpt-image-1"), request_id=REQUEST_ID)
+    assert caught.value.kind is ErrorKind.CONFIGURATION
+    assert caught.value.upstream_message == "token quota exhausted for group vip-7"
+    assert "quota" not in caught.value.user_message
+    assert "said" not in caught.value.user_message
+    assert caught.value.user_message.endswith("Nothing was charged.")

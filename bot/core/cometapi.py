@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,24 @@ MAX_REDIRECTS: Final = 3
 _UPSTREAM_MESSAGE_LIMIT: Final = 500
 _RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 
+# Request ids: what CometAPI documents, and what its software sends.
+#
+# CometAPI documents no request-id header, neither one it reads nor one it sends (searched
+# 2026: https://apidoc.cometapi.com/errors/error-codes-handling and
+# https://apidoc.cometapi.com/guides/error-codes-and-retry-strategy). What it documents is an id
+# inside the error text, "... (request id: ...)", and the advice to retry 500/503/504/524 with
+# backoff "and keep the request id". That suffix is the one-api/new-api gateway's format; that
+# gateway makes its own id per request, sends it as X-Oneapi-Request-Id and ignores one the client
+# sends, and it copies the model provider's response headers (OpenAI's x-request-id among them)
+# onto its answer. Hence the order below: the gateway's own id first, the one its support can
+# look up, then the generic names.
+_UPSTREAM_ID_HEADERS: Final = ("X-Oneapi-Request-Id", "X-Request-Id", "Request-Id")
+_UPSTREAM_ID_LIMIT: Final = 128
+# The id goes to logs and the database: letters, digits and a few separators, nothing a log
+# reader or a terminal would interpret.
+_SAFE_ID: Final = re.compile(r"[A-Za-z0-9._:-]+")
+_MESSAGE_ID: Final = re.compile(r"\s*\(request id: ([^()]*)\)")
+
 
 class ErrorKind(StrEnum):
     """Why a generation failed; stored as the usage row's error code."""
@@ -39,6 +58,7 @@ class ErrorKind(StrEnum):
     MODEL_NOT_FOUND = "model_not_found"
     TOO_LARGE = "request_too_large"
     RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
     CONNECTION = "connection_failed"
@@ -58,6 +78,10 @@ _USER_MESSAGES: Final = {
         "The image service is busy (rate limited) and did not accept the request after "
         "several tries. Please try again in a minute"
     ),
+    ErrorKind.UNAVAILABLE: (
+        "The image service is overloaded right now and stayed busy after several tries. "
+        "Please try again in a minute"
+    ),
     ErrorKind.UPSTREAM_ERROR: (
         "The image service had an internal error and did not recover after several tries. "
         "Please try again later"
@@ -70,7 +94,12 @@ _USER_MESSAGES: Final = {
 
 
 class UpstreamError(Exception):
-    """A generation that failed upstream, with what the user may see kept apart from details."""
+    """A generation that failed upstream, with what the user may see kept apart from details.
+
+    `attempts` and `upstream_request_id` are set by CometAPIClient.generate on the failure it
+    raises, so a failed row can store them too: the POSTs it made (0 until then) and the
+    latest id upstream gave over those attempts (None if it gave none).
+    """
 
     def __init__(
         self,
@@ -80,6 +109,8 @@ class UpstreamError(Exception):
         status: int | None = None,
         code: str | None = None,
         upstream_message: str | None = None,
+        attempts: int = 0,
+        upstream_request_id: str | None = None,
     ) -> None:
         super().__init__(f"{kind.value}: {detail}")
         self.kind = kind
@@ -87,17 +118,19 @@ class UpstreamError(Exception):
         self.status = status
         self.code = code
         self.upstream_message = upstream_message
+        self.attempts = attempts
+        self.upstream_request_id = upstream_request_id
 
     @property
     def user_message(self) -> str:
-        """Plain words for the user; the upstream's own message only where it helps them."""
+        """Our plain sentence, then the service's own words when it explained the failure.
+
+        A key problem (CONFIGURATION) never shows upstream's words: they are about the owner's
+        key, not the user's request, and the owner is told separately.
+        """
         text = _USER_MESSAGES[self.kind]
-        if self.upstream_message and self.kind in (
-            ErrorKind.BAD_REQUEST,
-            ErrorKind.MODEL_NOT_FOUND,
-            ErrorKind.TOO_LARGE,
-        ):
-            return f"{text}: {self.upstream_message}"
+        if self.upstream_message and self.kind is not ErrorKind.CONFIGURATION:
+            return f"{text}. The image service said: {self.upstream_message}"
         return f"{text}."
 
 
@@ -126,6 +159,8 @@ class GenerationResult:
     images: list[GeneratedImage]
     usage: TokenUsage | None
     attempts: int
+    # The latest id upstream gave over the attempts, to find this generation in its logs.
+    upstream_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +190,38 @@ class _UrlItem:
 class _ParsedResponse:
     decoded: list[GeneratedImage | _UrlItem] = field(default_factory=list)
     usage: TokenUsage | None = None
+
+
+def _safe_request_id(value: str | None) -> str | None:
+    """An id fit for logs and the database, or None: safe characters only, bounded length."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not _SAFE_ID.fullmatch(value):
+        # Anything else could forge log lines; an id we cannot trust is no id.
+        return None
+    # Cut rather than dropped: a prefix still finds the request in upstream's logs.
+    return value[:_UPSTREAM_ID_LIMIT]
+
+
+def _upstream_request_id(headers: Any) -> str | None:
+    """The first usable id among the response headers upstream gateways send."""
+    for name in _UPSTREAM_ID_HEADERS:
+        found = _safe_request_id(headers.get(name))
+        if found is not None:
+            return found
+    return None
+
+
+def _split_request_id(message: str) -> tuple[str, str | None]:
+    """The message without its "(request id: ...)" suffix, and the id from that suffix.
+
+    The id is a request detail, not words for the user; it is kept as the upstream id instead.
+    """
+    match = _MESSAGE_ID.search(message)
+    if match is None:
+        return message, None
+    return (message[: match.start()] + message[match.end() :]).strip(), _safe_request_id(match[1])
 
 
 def _clean_upstream_message(message: str, secret: str) -> str:
@@ -310,6 +377,9 @@ def _error_from_response(status: int, body: bytes, secret: str) -> UpstreamError
             code = raw_code if isinstance(raw_code, str) and raw_code else None
     except (UnicodeDecodeError, json.JSONDecodeError):
         pass
+    message_id: str | None = None
+    if message:
+        message, message_id = _split_request_id(message)
     clean = _clean_upstream_message(message, secret) if message else None
     if status in (401, 403):
         kind = ErrorKind.CONFIGURATION
@@ -319,12 +389,21 @@ def _error_from_response(status: int, body: bytes, secret: str) -> UpstreamError
         kind = ErrorKind.TOO_LARGE
     elif status == 429:
         kind = ErrorKind.RATE_LIMITED
+    elif status == 503:
+        kind = ErrorKind.UNAVAILABLE
     elif status >= 500:
         kind = ErrorKind.UPSTREAM_ERROR
     else:
         kind = ErrorKind.BAD_REQUEST
     detail = f"HTTP {status}" + (f" code={code}" if code else "") + (f": {clean}" if clean else "")
-    return UpstreamError(kind, detail, status=status, code=code, upstream_message=clean)
+    return UpstreamError(
+        kind,
+        detail,
+        status=status,
+        code=code,
+        upstream_message=clean,
+        upstream_request_id=message_id,
+    )
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
@@ -357,6 +436,63 @@ def _parse_chunks(chunks: list[bytes]) -> _ParsedResponse:
     return parse_images_response(body)
 
 
+def _lost_before_response(error: aiohttp.ClientError, *, answered: bool) -> bool:
+    """Whether a connection failed before any byte of an answer arrived: then a retry is safe.
+
+    One rule for one risk. A connection dropped before the answer began leaves us where a 502
+    or 504 does: upstream may or may not have started (and billed) the generation, and nothing
+    says which, so it is retried like them: same budget, backoff and deadline. The usual
+    cause is a pooled keep-alive connection the far end had closed just as we sent; aiohttp
+    retries that by itself only for idempotent methods, never for this POST. A connection lost
+    once the answer began (`aiohttp.ClientPayloadError` while reading the body) means upstream
+    was answering, quite likely with images it billed, so it is not retried; nor is a timeout.
+
+    Where it failed is told by whether aiohttp produced a response (`answered`): it does once
+    the status line and headers are complete, so every error it raises before then is "before
+    the answer". aiohttp raises ServerDisconnectedError only then (a body cut short is a
+    ClientPayloadError), but it also raises it when part of a status line had arrived, and
+    then passes the part it parsed as `message`: an answer had begun, so that is not retried.
+    A reset (ClientOSError) carries no such trace and is retried.
+    """
+    if answered or not isinstance(error, aiohttp.ClientConnectionError):
+        return False
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return isinstance(error.message, str)
+    return True
+
+
+def _connection_failure(error: aiohttp.ClientError) -> UpstreamError:
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return UpstreamError(ErrorKind.CONNECTION, f"cannot connect: {error.os_error}")
+    return UpstreamError(ErrorKind.CONNECTION, f"connection lost: {type(error).__name__}")
+
+
+def _caused(failure: UpstreamError, cause: BaseException) -> UpstreamError:
+    """`failure` with `cause` chained, as `raise failure from cause` would have it."""
+    failure.__cause__ = cause
+    return failure
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one POST got: a 200 body, or a failure and whether trying again is safe."""
+
+    chunks: list[bytes] | None = None
+    failure: UpstreamError | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    upstream_request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """The 200 body the retries ended with, and how it was got."""
+
+    chunks: list[bytes]
+    attempts: int
+    upstream_request_id: str | None
+
+
 class CometAPIClient:
     """Calls CometAPI's image generation; one instance per process, sharing one session."""
 
@@ -385,65 +521,110 @@ class CometAPIClient:
         """Let the decoder thread end once it has finished what it was given."""
         self._decoder.shutdown(wait=False)
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Generate the request's images; raise UpstreamError with a kind on any failure."""
+    async def generate(self, request: GenerationRequest, *, request_id: str) -> GenerationResult:
+        """Generate the request's images; raise UpstreamError with a kind on any failure.
+
+        `request_id` is ours for this generation; it is sent upstream on every attempt.
+        """
         deadline = time.monotonic() + self._timeout_s
-        chunks, attempts = await self._post_with_retries(request.payload(), deadline)
+        answer = await self._post_with_retries(request.payload(), deadline, request_id)
         loop = asyncio.get_running_loop()
-        parsed = await loop.run_in_executor(self._decoder, _parse_chunks, chunks)
-        images = await self._resolve_urls(parsed.decoded)
-        return GenerationResult(images=images, usage=parsed.usage, attempts=attempts)
+        try:
+            parsed = await loop.run_in_executor(self._decoder, _parse_chunks, answer.chunks)
+            images = await self._resolve_urls(parsed.decoded)
+        except UpstreamError as error:
+            # An unusable answer was still an answer: the caller stores how it was got.
+            error.attempts = answer.attempts
+            error.upstream_request_id = answer.upstream_request_id
+            raise
+        return GenerationResult(
+            images=images,
+            usage=parsed.usage,
+            attempts=answer.attempts,
+            upstream_request_id=answer.upstream_request_id,
+        )
 
     async def _post_with_retries(
-        self, payload: dict[str, Any], deadline: float
-    ) -> tuple[list[bytes], int]:
-        headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+        self, payload: dict[str, Any], deadline: float, request_id: str
+    ) -> _Answer:
+        """POST until a 200, a failure not safe to retry, or the retry budget or deadline ends."""
+        headers = {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            # The same id on every attempt: the attempts are one generation, so one id finds
+            # all of them in our logs and rows (and in upstream's, should it ever log the
+            # header). It is not an idempotency key; CometAPI documents none.
+            "X-Request-Id": request_id,
+        }
         attempt = 0
+        upstream_id: str | None = None
         while True:
             attempt += 1
-            remaining = deadline - time.monotonic()
-            failure: UpstreamError
-            retry_after: float | None = None
-            try:
-                async with self._session.post(
-                    self._url,
-                    json=payload,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=max(remaining, 0.001)),
-                    allow_redirects=False,
-                ) as response:
-                    if response.content_length and response.content_length > MAX_RESPONSE_BYTES:
-                        raise UpstreamError(ErrorKind.BAD_RESPONSE, "response is too large")
-                    chunks = await _read_body(response)
-                    if response.status == 200:
-                        return chunks, attempt
-                    failure = _error_from_response(
-                        response.status, b"".join(chunks), self._api_key.get_secret_value()
-                    )
-                    retry_after = _retry_after_seconds(response.headers)
-                    retryable = response.status in _RETRYABLE_STATUSES
-            except TimeoutError as error:
-                # The request may already be running (and billed) upstream: never retried.
-                raise UpstreamError(
-                    ErrorKind.TIMEOUT, f"no complete answer within {self._timeout_s:g}s"
-                ) from error
-            except aiohttp.ClientConnectorError as error:
-                failure = UpstreamError(ErrorKind.CONNECTION, f"cannot connect: {error.os_error}")
-                retryable = True
-            except aiohttp.ClientError as error:
-                # The request may have reached upstream; retrying could bill twice.
-                raise UpstreamError(
-                    ErrorKind.CONNECTION, f"connection lost: {type(error).__name__}"
-                ) from error
-            if not retryable or attempt > self._retry.max_retries:
+            outcome = await self._attempt(payload, headers, deadline)
+            upstream_id = outcome.upstream_request_id or upstream_id
+            if outcome.failure is None:
+                assert outcome.chunks is not None
+                return _Answer(outcome.chunks, attempt, upstream_id)
+            failure = outcome.failure
+            failure.attempts = attempt
+            failure.upstream_request_id = upstream_id
+            if not outcome.retryable or attempt > self._retry.max_retries:
                 raise failure
-            delay = self._retry.delay(attempt, retry_after)
+            delay = self._retry.delay(attempt, outcome.retry_after)
             if time.monotonic() + delay >= deadline:
                 raise failure
             log.warning(
-                "cometapi retry attempt=%d after=%.2fs reason=%s", attempt, delay, failure.detail
+                "cometapi retry attempt=%d after=%.2fs reason=%s request_id=%s "
+                "upstream_request_id=%s",
+                attempt,
+                delay,
+                failure.detail,
+                request_id,
+                upstream_id,
             )
             await self._sleep(delay)
+
+    async def _attempt(
+        self, payload: dict[str, Any], headers: dict[str, str], deadline: float
+    ) -> _Outcome:
+        """One POST: its 200 body, or its failure and whether trying again is safe."""
+        outcome = _Outcome()
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with self._session.post(
+                self._url,
+                json=payload,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 0.001)),
+                allow_redirects=False,
+            ) as response:
+                outcome.upstream_request_id = _upstream_request_id(response.headers)
+                if response.content_length and response.content_length > MAX_RESPONSE_BYTES:
+                    raise UpstreamError(ErrorKind.BAD_RESPONSE, "response is too large")
+                chunks = await _read_body(response)
+                if response.status == 200:
+                    outcome.chunks = chunks
+                    return outcome
+                failure = _error_from_response(
+                    response.status, b"".join(chunks), self._api_key.get_secret_value()
+                )
+                outcome.upstream_request_id = (
+                    outcome.upstream_request_id or failure.upstream_request_id
+                )
+                outcome.failure = failure
+                outcome.retry_after = _retry_after_seconds(response.headers)
+                outcome.retryable = response.status in _RETRYABLE_STATUSES
+        except UpstreamError as error:
+            outcome.failure = error
+        except TimeoutError as error:
+            # The request may already be running (and billed) upstream: never retried.
+            outcome.failure = _caused(
+                UpstreamError(ErrorKind.TIMEOUT, f"no complete answer within {self._timeout_s:g}s"),
+                error,
+            )
+        except aiohttp.ClientError as error:
+            outcome.failure = _caused(_connection_failure(error), error)
+            outcome.retryable = _lost_before_response(error, answered=response is not None)
+        return outcome
 
     async def _resolve_urls(self, items: list[GeneratedImage | _UrlItem]) -> list[GeneratedImage]:
         async def resolve(item: GeneratedImage | _UrlItem) -> GeneratedImage:

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, NoReturn, Self
 
 import jsonschema
 from aiohttp import web
@@ -433,6 +433,8 @@ class Reply:
     created: int | None = None
     cdn: tuple[CdnBehavior | None, ...] = ()
     image_ext: str | None = None
+    # Bytes of the body sent before the connection is dropped; None sends it whole.
+    cut_after: int | None = None
 
     @classmethod
     def auto(cls, *, latency: float = 0.0) -> Reply:
@@ -569,12 +571,24 @@ class Reply:
         return cls(ReplyKind.HANG)
 
     @classmethod
-    def disconnect(cls, *, latency: float = 0.0) -> Reply:
-        """Drop the connection without any response, like a crashed proxy."""
-        return cls(ReplyKind.DISCONNECT, latency=latency)
+    def disconnect(cls, *, latency: float = 0.0, partial_head: bytes = b"") -> Reply:
+        """Drop the connection without any response, like a crashed proxy.
+
+        No byte of an answer is written, unless ``partial_head`` gives raw bytes to write
+        first, such as half a status line (``b"HTTP/1.1 200 OK\\r\\nContent-Ty"``): a proxy
+        that died while it was answering.
+        """
+        return cls(ReplyKind.DISCONNECT, latency=latency, raw_body=partial_head)
 
     def with_latency(self, seconds: float) -> Reply:
         return replace(self, latency=seconds)
+
+    def cut_off(self, after_bytes: int) -> Reply:
+        """This reply with its whole Content-Length declared, but the connection dropped after
+        the first ``after_bytes`` bytes of its body: the answer started, then the link died."""
+        if after_bytes < 0:
+            raise ValueError("after_bytes must be >= 0")
+        return replace(self, cut_after=after_bytes)
 
 
 Responder = Reply | Callable[["RecordedCall"], Reply | Awaitable[Reply]]
@@ -620,6 +634,14 @@ class RecordedCall:
     # True when the handler was cancelled before answering: the client gave up, or the fake
     # shut down while the request hung.
     abandoned: bool = False
+    # The fake's own id for this request: in its error messages' "(request id: ...)" and in
+    # the ``request_id_header`` of its answer.
+    upstream_request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:20])
+
+    @property
+    def client_request_id(self) -> str | None:
+        """The ``X-Request-Id`` header the client sent, if any."""
+        return self.headers.get("X-Request-Id")
 
     @property
     def model(self) -> str | None:
@@ -767,7 +789,11 @@ class FakeCometAPI:
     function of the RecordedCall), ``reject_invalid`` (answer 400 to invalid requests, as
     upstream does, instead of the scripted reply), ``models_catalog``, ``catalog_reply`` (if set,
     ``GET /api/models`` answers with it instead of the catalog), ``models_reply`` (same for
-    ``GET /v1/models``) and ``auto_image_long_edge`` (pixel size of auto-generated images).
+    ``GET /v1/models``), ``auto_image_long_edge`` (pixel size of auto-generated images) and
+    ``request_id_header`` (the response header that carries each call's
+    ``upstream_request_id``; None sends none). CometAPI documents no such header, only the id
+    in its error text, so the default is the common ``x-request-id``; a Reply's own
+    ``headers`` take precedence over it.
 
     ``calls`` holds only ``POST /v1/images/generations`` requests (rejected ones included);
     ``requests`` holds every request, CDN downloads and catalog fetches too. A request rejected
@@ -784,6 +810,7 @@ class FakeCometAPI:
         self.catalog_reply: Reply | None = None
         self.models_reply: Reply | None = None
         self.auto_image_long_edge = 64
+        self.request_id_header: str | None = "x-request-id"
         self.calls: list[RecordedCall] = []
         self.requests: list[RecordedCall] = []
         self.violations: list[str] = []
@@ -812,6 +839,7 @@ class FakeCometAPI:
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._track], client_max_size=16 * 1024 * 1024)
+        app.on_response_prepare.append(self._stamp_request_id)
         app.router.add_post(GENERATIONS_PATH, self._handle_generation)
         app.router.add_get("/v1/models", self._handle_v1_models)
         app.router.add_get("/api/models", self._handle_catalog)
@@ -937,11 +965,17 @@ class FakeCometAPI:
         call.violations.append(message)
         self.violations.append(f"{call.method} {call.path} (request #{call.index}): {message}")
 
-    def _request_id(self) -> str:
-        return uuid.uuid4().hex[:20]
+    async def _stamp_request_id(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Give every API answer its call's id, just before its headers are sent."""
+        call = request.get(_CALL)
+        # The CDN is another host in reality; only the API's own answers carry the id.
+        if call is None or self.request_id_header is None or call.path.startswith("/cdn/"):
+            return
+        response.headers.setdefault(self.request_id_header, call.upstream_request_id)
 
     def _error_response(
         self,
+        call: RecordedCall,
         status: int,
         message: str,
         *,
@@ -951,7 +985,7 @@ class FakeCometAPI:
     ) -> web.Response:
         envelope = {
             "error": {
-                "message": f"{message} (request id: {self._request_id()})",
+                "message": f"{message} (request id: {call.upstream_request_id})",
                 "type": type_,
                 "param": param,
                 "code": code,
@@ -963,16 +997,18 @@ class FakeCometAPI:
         header = request.headers.get("Authorization")
         if header is None:
             self._violation(call, "missing Authorization header")
-            return self._error_response(401, "Unauthorized: no API key provided", param="")
+            return self._error_response(call, 401, "Unauthorized: no API key provided", param="")
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token:
             self._violation(call, f"Authorization header is not 'Bearer <key>': {header[:20]!r}")
             return self._error_response(
-                401, "Unauthorized: malformed Authorization header", param=""
+                call, 401, "Unauthorized: malformed Authorization header", param=""
             )
         if token != self.api_key:
             # A wrong key is a configuration scenario tests set up on purpose, not a bot bug.
-            return self._error_response(401, "Invalid token", code="invalid_api_key", param="")
+            return self._error_response(
+                call, 401, "Invalid token", code="invalid_api_key", param=""
+            )
         return None
 
     # -- generation -------------------------------------------------------------------------
@@ -1004,12 +1040,20 @@ class FakeCometAPI:
             self._violation(call, f"Content-Type is {request.content_type!r}, not application/json")
             if self.reject_invalid:
                 return self._error_response(
-                    400, "Content-Type must be application/json", code="invalid_request", param=""
+                    call,
+                    400,
+                    "Content-Type must be application/json",
+                    code="invalid_request",
+                    param="",
                 )
         if not isinstance(call.json, dict):
             self._violation(call, "body is not a JSON object")
             return self._error_response(
-                400, "invalid JSON body", type_="invalid_request_error", code="invalid_request"
+                call,
+                400,
+                "invalid JSON body",
+                type_="invalid_request_error",
+                code="invalid_request",
             )
         problems = validate_generation_request(call.json)
         for problem in problems:
@@ -1017,6 +1061,7 @@ class FakeCometAPI:
         if problems and self.reject_invalid:
             first = problems[0]
             return self._error_response(
+                call,
                 400,
                 first.message,
                 type_="invalid_request_error",
@@ -1032,14 +1077,18 @@ class FakeCometAPI:
         if reply.latency > 0:
             await asyncio.sleep(reply.latency)
         if reply.kind is ReplyKind.AUTO:
-            return await self._serve(request, call, self._auto_reply(call))
+            automatic = replace(self._auto_reply(call), cut_after=reply.cut_after)
+            return await self._serve(request, call, automatic)
         if reply.kind is ReplyKind.HANG:
             await asyncio.Future()
         if reply.kind is ReplyKind.DISCONNECT:
-            if request.transport is not None:
-                request.transport.close()
-            # handler_cancellation cancels this task once the transport reports the loss.
-            await asyncio.Future()
+            await _drop_connection(request, reply.raw_body)
+        response = self._response_for(call, reply)
+        if reply.cut_after is not None:
+            await _send_cut_off(request, response, reply.cut_after)
+        return response
+
+    def _response_for(self, call: RecordedCall, reply: Reply) -> web.Response:
         headers = dict(reply.headers)
         if reply.kind is ReplyKind.RAW:
             return web.Response(
@@ -1263,6 +1312,31 @@ class FakeCometAPI:
                 await asyncio.sleep(behaviour.chunk_delay)
         await response.write_eof()
         return response
+
+
+async def _drop_connection(request: web.Request, written: bytes = b"") -> NoReturn:
+    """Write ``written`` raw (nothing by default), then close the connection; never returns."""
+    if request.transport is not None:
+        if written:
+            request.transport.write(written)
+        # close() sends what was written first, then the FIN.
+        request.transport.close()
+    # handler_cancellation cancels this task once the transport reports the loss.
+    await asyncio.Future()
+    raise AssertionError("unreachable")
+
+
+async def _send_cut_off(request: web.Request, full: web.Response, after: int) -> NoReturn:
+    """Send ``full``'s status and headers, declaring its whole length, then only the first
+    ``after`` bytes of its body before the connection drops."""
+    body = full.body
+    assert isinstance(body, bytes)
+    response = web.StreamResponse(status=full.status, headers=full.headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    # At least one byte short of the declared length, or it would not be cut at all.
+    await response.write(body[: min(after, len(body) - 1)])
+    await _drop_connection(request)
 
 
 def _int_param(request: web.Request, name: str) -> int:

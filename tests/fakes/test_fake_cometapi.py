@@ -566,6 +566,175 @@ async def test_disconnect_drops_the_connection(
         await generate(session, api, {"model": "gpt-image-2", "prompt": "p"})
 
 
+async def raw_post(
+    api: FakeCometAPI, body: bytes = b'{"model":"gpt-image-2","prompt":"p"}'
+) -> bytes:
+    """Every byte the fake writes back to one hand-made POST, until it closes the connection."""
+    reader, writer = await asyncio.open_connection(api.host, api.port)
+    writer.write(
+        b"POST /v1/images/generations HTTP/1.1\r\nHost: fake\r\n"
+        b"Authorization: Bearer test-key\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    try:
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_disconnect_writes_no_byte_of_an_answer(api: FakeCometAPI) -> None:
+    api.queue(Reply.disconnect())
+
+    assert await raw_post(api) == b""
+    assert api.calls[0].abandoned
+
+
+async def test_disconnect_can_write_part_of_a_status_line_first(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Ty"
+    api.queue(Reply.disconnect(partial_head=head), Reply.disconnect(partial_head=head))
+
+    assert await raw_post(api) == head
+    with pytest.raises(aiohttp.ServerDisconnectedError) as caught:
+        await generate(session, api, {"model": "gpt-image-2", "prompt": "p"})
+    # aiohttp hands over what it had parsed of the answer instead of its usual text.
+    assert not isinstance(caught.value.message, str)
+
+
+async def read_what_arrives(
+    resp: aiohttp.ClientResponse,
+) -> tuple[bytes, aiohttp.ClientPayloadError | None]:
+    """The body bytes that arrived, and the error that ended the reading if one did."""
+    received = b""
+    try:
+        async for chunk in resp.content.iter_any():
+            received += chunk
+    except aiohttp.ClientPayloadError as error:
+        return received, error
+    return received, None
+
+
+@pytest.mark.parametrize("after", [0, 100])
+async def test_cut_off_declares_the_whole_body_then_drops_mid_body(
+    api: FakeCometAPI, session: aiohttp.ClientSession, after: int
+) -> None:
+    image = make_png(seed=8)
+    api.queue(Reply.b64([image]).cut_off(after))
+
+    async with session.post(
+        f"{api.base_url}/images/generations",
+        json={"model": "gpt-image-2", "prompt": "p"},
+        headers=AUTH,
+    ) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        declared = resp.content_length
+        received, error = await read_what_arrives(resp)
+
+    assert isinstance(error, aiohttp.ClientPayloadError)
+    assert declared is not None
+    assert len(received) == after < declared
+    # The bytes that did arrive are the start of the real answer.
+    assert b'{"created": '.startswith(received) or received.startswith(b'{"created": ')
+    assert api.calls[0].served_images == [image]
+
+
+async def test_cut_off_applies_to_automatic_answers(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    api.queue(Reply.auto().cut_off(10))
+
+    async with session.post(
+        f"{api.base_url}/images/generations",
+        json={"model": "gpt-image-2", "prompt": "p"},
+        headers=AUTH,
+    ) as resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+
+
+# -- request ids -----------------------------------------------------------------------------
+
+
+async def test_every_api_answer_carries_the_calls_request_id(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    api.queue(Reply.b64([make_png()]), Reply.error(503, "busy"))
+    body = {"model": "gpt-image-2", "prompt": "p"}
+    ids = []
+    for _ in range(2):
+        async with session.post(
+            f"{api.base_url}/images/generations", json=body, headers=AUTH
+        ) as resp:
+            ids.append(resp.headers.get("x-request-id"))
+    async with session.get(f"{api.base_url}/models", headers=AUTH) as resp:
+        ids.append(resp.headers.get("x-request-id"))
+
+    assert ids == [call.upstream_request_id for call in api.requests]
+    assert len(set(ids)) == 3
+
+
+async def test_the_fakes_own_errors_quote_the_same_id(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(
+        f"{api.base_url}/images/generations",
+        json={"model": "gpt-image-2", "prompt": "p"},
+        headers={"Authorization": "Bearer wrong"},
+    ) as resp:
+        header = resp.headers["x-request-id"]
+        message = (await resp.json())["error"]["message"]
+
+    assert header == api.calls[0].upstream_request_id
+    assert message.endswith(f"(request id: {header})")
+
+
+async def test_request_id_header_is_configurable_and_a_reply_can_override_it(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    api.request_id_header = "X-Oneapi-Request-Id"
+    api.queue(
+        Reply.auto(),
+        Reply.b64([make_png()], headers={"X-Oneapi-Request-Id": "scripted-id"}),
+    )
+    body = {"model": "gpt-image-2", "prompt": "p"}
+    seen = []
+    for _ in range(2):
+        async with session.post(
+            f"{api.base_url}/images/generations", json=body, headers=AUTH
+        ) as resp:
+            seen.append((resp.headers.get("X-Oneapi-Request-Id"), "x-request-id" in resp.headers))
+    api.request_id_header = None
+    async with session.post(f"{api.base_url}/images/generations", json=body, headers=AUTH) as r:
+        none_sent = "X-Oneapi-Request-Id" not in r.headers and "x-request-id" not in r.headers
+
+    assert seen == [(api.calls[0].upstream_request_id, False), ("scripted-id", False)]
+    assert none_sent
+
+
+async def test_cdn_answers_carry_no_request_id(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    url = api.cdn.put(make_png())
+
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        assert "x-request-id" not in resp.headers
+
+
+async def test_the_clients_request_id_is_recorded_per_call(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    body = {"model": "gpt-image-2", "prompt": "p"}
+    await generate(session, api, body, headers={**AUTH, "X-Request-Id": "ours-1"})
+    await generate(session, api, body)
+
+    assert [call.client_request_id for call in api.calls] == ["ours-1", None]
+
+
 async def test_wait_for_calls_times_out(api: FakeCometAPI) -> None:
     with pytest.raises(AssertionError, match="expected 1 generation calls"):
         await api.wait_for_calls(1, timeout=0.1)
