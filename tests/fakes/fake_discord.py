@@ -71,6 +71,15 @@ SCHEMAS_PATH = Path(__file__).resolve().parents[1] / "data" / "discord_schemas.j
 MAX_SAFE_INT = 2**53 - 1
 MAX_GATEWAY_PAYLOAD = 4096
 GATEWAY_SEND_LIMIT = 120  # per 60 s and connection
+# A whole request body (multipart boundaries and headers included): Discord answers 413 / 40005
+# above it. Its docs give no number; @sapphire/discord-utilities' MaximumRequestSize is
+# 25_000_000, disboxapp/web#50 measured 26,214,400 and Discord.Net#2001 checks the total; the
+# fake uses the lowest (shared/specs/cometapi-notes.md, "Discord upload limits beyond one file").
+MAX_REQUEST_SIZE = 25_000_000
+# aiohttp refuses a plain body above client_max_size with its own 413 before the fake sees it;
+# far above MAX_REQUEST_SIZE, the fake reads and measures the body and answers as Discord does.
+# (Multipart uploads are streamed part by part, which client_max_size does not limit.)
+READ_LIMIT = 256 * 1024 * 1024
 
 # GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT: must be enabled in the developer portal.
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
@@ -157,7 +166,8 @@ class RecordedRequest:
     files: list[RecordedFile]
     at: float  # time.monotonic() on arrival
     params: dict[str, str] = field(default_factory=dict)  # the route's {placeholders}
-    body: bytes = b""
+    body: bytes = b""  # a non-multipart body as received
+    size: int = 0  # bytes of the body as received, multipart framing included
     status: int | None = None  # None while the fake is still handling it
     response: Any = None
 
@@ -1327,8 +1337,7 @@ class FakeDiscord:
         await self.stop()
 
     async def start(self) -> None:
-        # Uploads are read as a stream, but the limit also guards plain JSON bodies.
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app = web.Application(client_max_size=READ_LIMIT)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/gateway/", self._gateway)
         app.router.add_get("/cdn/attachments/{channel}/{attachment}/{filename}", self._cdn_get)
@@ -1500,6 +1509,7 @@ class FakeDiscord:
             record.params = params
         try:
             await self._read_body(request, record)
+            self._check_request_size(record)
             if route is None:
                 self.unexpected.append(record)
                 if is_api and self._path_exists(path):
@@ -1577,8 +1587,16 @@ class FakeDiscord:
                     if not isinstance(record.json, dict):
                         record.json = {}
                     record.json[name] = bytes(data).decode("utf-8", "replace")
+            # Whatever follows the closing boundary counts too.
+            await request.content.read()
+            record.size = request.content.total_bytes
             return
-        record.body = await request.read()
+        try:
+            record.body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            record.size = READ_LIMIT + 1  # unread, but surely over Discord's limit as well
+            return
+        record.size = len(record.body)
         if record.body and content_type == "application/json":
             record.json = self._parse_json(record.body)
         elif record.body:
@@ -1590,6 +1608,15 @@ class FakeDiscord:
             return json.loads(raw)
         except ValueError:
             raise _error(400, 50109, "The request body contains invalid JSON.") from None
+
+    def _check_request_size(self, record: RecordedRequest) -> None:
+        """Discord's whole-request limit, on top of the per-file one (_check_file_sizes)."""
+        if record.size > MAX_REQUEST_SIZE:
+            self._violation(
+                f"{record.method} {record.path}: request body of {record.size} bytes, over "
+                f"Discord's {MAX_REQUEST_SIZE}-byte request limit"
+            )
+            raise _error(413, 40005, "Request entity too large")
 
     def _check_user_agent(self, record: RecordedRequest) -> None:
         agent = record.headers.get("User-Agent", "")

@@ -459,6 +459,98 @@ async def test_oversized_file_and_content_are_refused(fake: FakeDiscord) -> None
     assert len(fake.violations) == 2
 
 
+REQUEST_LIMIT_VIOLATION = "request limit"
+
+
+async def test_files_under_the_file_limit_but_over_the_request_limit_are_refused(
+    fake: FakeDiscord,
+) -> None:
+    """Three 9 MB files each fit 10 MiB, but their 27 MB request is refused like Discord does."""
+    bot = make_bot()
+    errors: list[BaseException] = []
+
+    @app_commands.command(name="many", description="Sends several large files")
+    async def many(interaction: discord.Interaction, count: int) -> None:
+        await interaction.response.defer(thinking=True)
+        files = [
+            discord.File(io.BytesIO(bytes([i]) * 9_000_000), filename=f"part{i}.bin")
+            for i in range(count)
+        ]
+        await interaction.edit_original_response(attachments=files)
+
+    @bot.tree.error
+    async def on_error(interaction: discord.Interaction, error: Exception) -> None:
+        errors.append(error.__cause__ or error)
+
+    bot.tree.add_command(many)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        fits = await (await fake.invoke("many", {"count": 2})).wait_for_final(timeout=30)
+        too_big = await (await fake.invoke("many", {"count": 3})).wait_for_final(timeout=30)
+        await eventually(lambda: len(errors) == 1, timeout=10)
+    assert fits.status == 200
+    assert len(fits.files) == 2
+    assert too_big.status == 413
+    assert too_big.response == {"code": 40005, "message": "Request entity too large"}
+    [error] = errors
+    assert isinstance(error, discord.HTTPException)
+    assert (error.status, error.code) == (413, 40005)
+    # Refused for the request, not for a file: only the request-limit rule fired.
+    [violation] = fake.violations
+    assert REQUEST_LIMIT_VIOLATION in violation
+    assert f"{too_big.size} bytes" in violation
+
+
+async def test_request_size_counts_the_multipart_framing(fake: FakeDiscord) -> None:
+    """A file of exactly 25,000,000 bytes is over the limit once boundaries and headers count."""
+    url = f"{fake.api_base_url}/webhooks/{fake.application_id}/no-such-token?wait=1"
+    data = b"\0" * 25_000_000
+    form = aiohttp.FormData()
+    form.add_field("payload_json", json.dumps({"attachments": [{"id": 0}]}))
+    form.add_field("files[0]", io.BytesIO(data), filename="big.bin", content_type="image/png")
+    async with aiohttp.ClientSession() as session, session.post(url, data=form) as resp:
+        status, body = resp.status, await resp.json(content_type=None)
+    assert (status, body) == (413, {"code": 40005, "message": "Request entity too large"})
+    [record] = fake.requests
+    [upload] = record.files
+    assert len(upload.data) == 25_000_000
+    assert record.size > len(upload.data)
+    [violation] = fake.violations
+    assert REQUEST_LIMIT_VIOLATION in violation
+
+
+@pytest.mark.parametrize(
+    ("size", "status"),
+    [
+        # At the limit the body is read and handled: the made-up token is Unknown Webhook.
+        pytest.param(25_000_000, 404, id="at-the-limit"),
+        pytest.param(25_000_001, 413, id="one-byte-over"),
+    ],
+)
+async def test_json_body_limit_is_exactly_25_000_000_bytes(
+    fake: FakeDiscord, size: int, status: int
+) -> None:
+    """The limit holds for plain JSON bodies too, and aiohttp's own limit does not cut in first."""
+    url = f"{fake.api_base_url}/webhooks/{fake.application_id}/no-such-token?wait=1"
+    prefix, suffix = b'{"content":"', b'"}'
+    body = prefix + b"x" * (size - len(prefix) - len(suffix)) + suffix
+    headers = {"Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=io.BytesIO(body), headers=headers) as resp,
+    ):
+        answer = (resp.status, await resp.json(content_type=None))
+    [record] = fake.requests
+    assert record.size == size
+    assert answer[0] == status
+    over = [v for v in fake.violations if REQUEST_LIMIT_VIOLATION in v]
+    if status == 413:
+        assert answer[1] == {"code": 40005, "message": "Request entity too large"}
+        assert len(over) == 1
+    else:
+        assert over == []
+
+
 async def test_dm_interaction_and_too_many_choices(fake: FakeDiscord) -> None:
     bot = make_bot()
     seen: list[discord.Interaction] = []
