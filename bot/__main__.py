@@ -18,6 +18,7 @@ from bot.app import run_until_signalled
 from bot.check import run_checks
 from bot.core.pricing import PriceFileError
 from bot.docs import model_table_block
+from bot.ledger.store import LedgerInUse
 from bot.logs import configure_logging
 from bot.settings import Settings, StorageSettings, describe_settings_error
 
@@ -70,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_until_signalled(settings))
     except PriceFileError as error:
         print(f"PRICE_FILE {settings.price_file}: {error}", file=sys.stderr)
+        return 2
+    except LedgerInUse as error:
+        print(f"DATABASE_PATH {settings.database_path}: {error}", file=sys.stderr)
         return 2
 
 

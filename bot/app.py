@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -15,11 +15,13 @@ import discord
 from bot import __version__
 from bot.core.cometapi import CometAPIClient, RetryPolicy
 from bot.core.pricing import PriceBook, catalog_url, keep_prices_fresh, load_price_file
-from bot.core.service import GenerationService
+from bot.core.service import GenerationService, OperatorLimits
+from bot.core.slots import FairSlots
 from bot.glue.client import DISCORD_API_BASE, ImagineBot, point_discord_at
 from bot.ledger.store import UsageLedger, open_ledger
 from bot.loopwatch import LoopLagMonitor
 from bot.settings import Settings
+from bot.supervise import Supervisor
 
 log = logging.getLogger("bot")
 
@@ -85,7 +87,7 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
     ):
         stale = await ledger.mark_stale_pending()
         if stale:
-            log.warning("marked %d generation(s) of an earlier run as interrupted", stale)
+            log.warning("closed %d generation(s) an earlier run left pending", stale)
         client = CometAPIClient(
             session,
             base_url=settings.cometapi_base_url,
@@ -96,8 +98,12 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
         service = GenerationService(
             client,
             ledger,
-            max_concurrent=settings.max_concurrent_generations,
-            daily_limit=settings.user_daily_image_limit,
+            slots=FairSlots(settings.max_concurrent_generations, settings.max_concurrent_per_user),
+            operator=OperatorLimits(
+                user_daily_images=settings.user_daily_image_limit or None,
+                user_daily_budget_usd=settings.user_daily_budget_usd,
+                bot_daily_budget_usd=settings.bot_daily_budget_usd,
+            ),
             prices=prices,
         )
         bot = ImagineBot(
@@ -106,22 +112,19 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
             guild_ids=settings.discord_guild_ids,
             custom_gateway=settings.discord_api_base_url != DISCORD_API_BASE,
         )
-        # Cached prices at once, then CometAPI's catalog now and daily; never blocks the start.
-        refresher = asyncio.create_task(
-            keep_prices_fresh(session, catalog_url(settings.cometapi_base_url), ledger, prices),
-            name="price-refresh",
-        )
-        background = [refresher]
-        if settings.loop_lag_log_s > 0:
-            monitor = LoopLagMonitor(report_every_s=settings.loop_lag_log_s)
-            background.append(asyncio.create_task(monitor.run(), name="loop-lag"))
         try:
-            yield App(settings, session, ledger, service, bot)
+            async with Supervisor() as background:
+                # Cached prices at once, then CometAPI's catalog now and daily; never blocks
+                # the start, and a failure is logged and retried, never silent.
+                url = catalog_url(settings.cometapi_base_url)
+                background.start(
+                    "price-refresh", lambda: keep_prices_fresh(session, url, ledger, prices)
+                )
+                if settings.loop_lag_log_s > 0:
+                    monitor = LoopLagMonitor(report_every_s=settings.loop_lag_log_s)
+                    background.start("loop-lag", monitor.run)
+                yield App(settings, session, ledger, service, bot)
         finally:
-            for task in background:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
             if not bot.is_closed():
                 await bot.close()
             client.close()

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from bot.ledger.migrations import SCHEMA_VERSION
-from bot.ledger.store import open_ledger
+from bot.ledger.store import LedgerInUse, open_ledger
 from bot.settings import Settings
 
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -99,6 +99,9 @@ async def check_database(settings: Settings) -> CheckResult:
     try:
         async with open_ledger(settings.database_path):
             pass
+    except LedgerInUse as error:
+        # The running bot holds the file: that is the normal case while it runs.
+        return CheckResult("Database", True, f"{settings.database_path}: in use, {error}")
     except Exception as error:  # any failure here is the operator's to see, in words
         return CheckResult("Database", False, f"{settings.database_path}: {error}")
     return CheckResult(

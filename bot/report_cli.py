@@ -76,6 +76,7 @@ def render_table(report: Report) -> str:
         f"requests  {totals.requests:,}",
         f"failed    {totals.failures:,}",
         f"cost      {totals.cost.summary()}",
+        f"billed, not delivered  {totals.undelivered.summary()}",
         f"tokens    {totals.input_tokens:,} in, {totals.output_tokens:,} out, "
         f"{totals.total_tokens:,} total",
     ]
@@ -116,6 +117,10 @@ def report_document(report: Report) -> dict[str, object]:
             "cost_usd": round(totals.cost.usd, 6),
             "unpriced_images": totals.cost.unpriced_images,
             "prices_as_of": [totals.cost.prices_from, totals.cost.prices_to],
+            "billed_not_delivered": {
+                "requests": totals.undelivered.requests,
+                "cost_usd": round(totals.undelivered.usd, 6),
+            },
             "input_tokens": totals.input_tokens,
             "output_tokens": totals.output_tokens,
             "total_tokens": totals.total_tokens,

@@ -35,17 +35,20 @@ class Settings(BaseSettings):
     default_model: str = "dall-e-3"
     cometapi_timeout_s: float = Field(default=180.0, gt=0)
     max_concurrent_generations: int = Field(default=16, ge=1)
+    max_concurrent_per_user: int = Field(default=2, ge=1)
     user_daily_image_limit: int = Field(default=0, ge=0)
+    user_daily_budget_usd: float | None = Field(default=None, gt=0)
+    bot_daily_budget_usd: float | None = Field(default=None, gt=0)
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     log_level: str = "INFO"
     price_file: Path | None = None
     loop_lag_log_s: float = Field(default=0.0, ge=0)
 
-    @field_validator("price_file", mode="before")
+    @field_validator("price_file", "user_daily_budget_usd", "bot_daily_budget_usd", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        # `PRICE_FILE=` as .env.example writes it means "no price file".
+        # `PRICE_FILE=` as .env.example writes it means "no price file" (and so for budgets).
         if isinstance(value, str) and not value.strip():
             return None
         return value

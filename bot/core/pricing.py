@@ -434,6 +434,64 @@ class PriceBook:
             return NO_PRICE
         return CostEstimate(round(cost, 8), priced.source, priced.as_of)
 
+    def reservation(self, model: str, *, size: str, quality: str, n: int, prompt: str) -> float:
+        """The dollars to reserve against budgets before a call; 0 when the model has no price.
+
+        Per-image prices are exact. Token prices use `estimated_tokens`, an upper estimate;
+        the row's cost is replaced by the cost of the reported usage when the call answers.
+        """
+        price = self.lookup(model).price
+        if isinstance(price, ImagePrice):
+            per_image = price.for_image(size, quality)
+            return 0.0 if per_image is None else round(per_image * n, 8)
+        if isinstance(price, TokenPrice):
+            tokens = estimated_tokens(model, size=size, quality=quality, n=n, prompt=prompt)
+            cost = price.cost(tokens.input_tokens, tokens.output_tokens)
+            return 0.0 if cost is None else round(cost, 8)
+        return 0.0
+
+
+# --- What to reserve before the call ------------------------------------------------------------
+
+# Output tokens of one image at 1024x1024 by quality, from OpenAI's image generation guide
+# ("Cost and latency" table for the GPT image models: low 272, medium 1056, high 4160 for a
+# square image; https://platform.openai.com/docs/guides/image-generation). Other sizes scale
+# with the pixel count (the guide's 1024x1536 figures, 408/1584/6240, are 1.5x the square ones).
+_SQUARE_OUTPUT_TOKENS: Final = MappingProxyType({"low": 272, "medium": 1056, "high": 4160})
+_SQUARE_PIXELS: Final = 1024 * 1024
+# OpenAI's pricing calculator bills gpt-image-2 at up to 7,024 tokens for a square high image
+# (as quoted on community.openai.com, "Livestream starting now: ChatGPT Images 2.0"): the
+# estimate must not be below what a call can cost, so this model's figures are scaled up.
+_MODEL_TOKEN_FACTOR: Final = MappingProxyType({"gpt-image-2": 7024 / 4160})
+# "auto" lets the model choose: reserve for the dearest choice it could make.
+_AUTO_QUALITY: Final = "high"
+_AUTO_PIXELS: Final = 1536 * 1024
+# Text input tokens: at most one per character, plus the fixed overhead a call reports.
+_INPUT_OVERHEAD_TOKENS: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    """Input and output tokens, estimated before a call."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+def _pixels(size: str) -> int:
+    width, _, height = size.partition("x")
+    if width.isdigit() and height.isdigit():
+        return int(width) * int(height)
+    return _AUTO_PIXELS
+
+
+def estimated_tokens(model: str, *, size: str, quality: str, n: int, prompt: str) -> TokenEstimate:
+    """An upper estimate of the tokens a GPT image call will report, before it is made."""
+    square = _SQUARE_OUTPUT_TOKENS.get(quality, _SQUARE_OUTPUT_TOKENS[_AUTO_QUALITY])
+    factor = _MODEL_TOKEN_FACTOR.get(model, 1.0)
+    per_image = math.ceil(square * factor * _pixels(size) / _SQUARE_PIXELS)
+    return TokenEstimate(len(prompt) + _INPUT_OVERHEAD_TOKENS, per_image * n)
+
 
 # --- Keeping the catalog prices fresh -------------------------------------------------------------
 

@@ -1,44 +1,37 @@
-"""One generation from reservation to ledger row: quota, concurrency, upstream, bookkeeping.
+"""Hands out generations: the limits that apply, the reservation, and the drain at shutdown.
 
-Nothing here knows Discord; the /imagine cog is the glue that calls it.
+Nothing here knows Discord; the /imagine cog is the glue that calls it. Each generation's
+life from its reservation to its final status is owned by `bot.core.generation.Generation`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
-from bot.core.cometapi import CometAPIClient, GenerationResult, UpstreamError
+from bot.core.cometapi import CometAPIClient
+from bot.core.generation import Generation, GenerationDeps, Phase, Requester
 from bot.core.pricing import PriceBook
+from bot.core.slots import FairSlots
 from bot.core.validation import GenerationRequest
-from bot.ledger.limits import OPEN_POLICY, LimitsStore, Policy
+from bot.ledger.limits import OPEN_POLICY, Ceilings, LimitsStore, Policy
 from bot.ledger.periods import next_reset
 from bot.ledger.store import NewGeneration, UsageLedger
 
+__all__ = ["Allowance", "GenerationService", "OperatorLimits", "Requester", "ShuttingDown"]
+
 log = logging.getLogger(__name__)
 
-QueuedCallback = Callable[[int], Awaitable[None]]
-
-
-def _log_outcome(level: int, reservation: Reservation, outcome: str, extra: str) -> None:
-    """One structured line per step of a generation, with the fields operators grep for."""
-    log.log(
-        level,
-        "generation outcome=%s request_id=%s guild=%s user=%s model=%s latency_ms=%d %s",
-        outcome,
-        reservation.request_id,
-        reservation.requester.guild_id,
-        reservation.requester.user_id,
-        reservation.request.model,
-        reservation.elapsed_ms(),
-        extra,
-    )
+# After the grace, uploads already under way get this much longer before they are cancelled:
+# cutting one off leaves the member with images the ledger cannot confirm.
+DELIVERY_GRACE_S: Final = 10.0
+_CANCEL_WAIT_S: Final = 5.0
 
 
 class ShuttingDown(Exception):
@@ -46,74 +39,68 @@ class ShuttingDown(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Requester:
-    """Who asked, and where."""
+class OperatorLimits:
+    """The operator's ceilings, from the settings; None means no such limit."""
 
-    user_id: int
-    guild_id: int | None
-    channel_id: int | None
+    user_daily_images: int | None = None
+    user_daily_budget_usd: float | None = None
+    bot_daily_budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Allowance:
-    """A member's daily image limit where they are, and how much of it today used."""
+    """A member's daily image limits where they are, and what today used of each.
 
-    used: int
-    limit: int
-    """0 means unlimited."""
-    server_limit: bool
-    """Whether the limit is the server's own rather than the bot's USER_DAILY_IMAGE_LIMIT."""
+    `None` for a count means it is not shown (an admin never sees what a member did in
+    other servers); `None` for a limit means there is none.
+    """
+
+    operator_limit: int | None
+    operator_used: int | None
+    server_limit: int | None
+    server_used: int | None
     resets_at: datetime
 
     @property
     def remaining(self) -> int | None:
-        """Images left today, or None when there is no limit."""
-        return None if self.limit == 0 else max(self.limit - self.used, 0)
-
-
-@dataclass(slots=True)
-class Reservation:
-    """A generation with its pending ledger row."""
-
-    row_id: int
-    request: GenerationRequest
-    requester: Requester
-    request_id: str
-    started: float = field(default_factory=time.monotonic)
-
-    def elapsed_ms(self) -> int:
-        """Milliseconds since the reservation was made."""
-        return int((time.monotonic() - self.started) * 1000)
+        """Images left today under every limit shown, or None when none limits them."""
+        left = [
+            max(limit - used, 0)
+            for limit, used in (
+                (self.operator_limit, self.operator_used),
+                (self.server_limit, self.server_used),
+            )
+            if limit is not None and used is not None
+        ]
+        return min(left) if left else None
 
 
 class GenerationService:
-    """Runs generations under the process-wide concurrency cap and records each one."""
+    """Reserves generations under every limit and sees each one through to its end."""
 
     def __init__(
         self,
         client: CometAPIClient,
         ledger: UsageLedger,
         *,
-        max_concurrent: int,
-        daily_limit: int,
+        slots: FairSlots,
+        operator: OperatorLimits | None = None,
         prices: PriceBook | None = None,
     ) -> None:
-        self._client = client
         self._ledger = ledger
         self._limits = LimitsStore(ledger.connection, ledger.now)
         self._prices = prices or PriceBook()
-        self._slots = asyncio.Semaphore(max_concurrent)
-        self._waiting = 0
-        self._daily_limit = daily_limit
+        self._operator = operator or OperatorLimits()
+        self._deps = GenerationDeps(client, ledger, self._prices, slots)
         self._accepting = True
-        self._running: set[asyncio.Task[object]] = set()
+        self._live: dict[Generation, asyncio.Task[object]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
     @property
-    def daily_limit(self) -> int:
-        """Images per user per UTC day; 0 means unlimited."""
-        return self._daily_limit
+    def operator(self) -> OperatorLimits:
+        """The operator's limits in force."""
+        return self._operator
 
     @property
     def ledger(self) -> UsageLedger:
@@ -130,38 +117,93 @@ class GenerationService:
         """The prices the service estimates costs with."""
         return self._prices
 
+    @property
+    def slots(self) -> FairSlots:
+        """The fair generation slots (for metrics and tests)."""
+        return self._deps.slots
+
+    @property
+    def in_flight(self) -> int:
+        """Generations reserved and not yet finished."""
+        return len(self._live)
+
     async def _policy(self, requester: Requester) -> Policy:
         if requester.guild_id is None:
             return OPEN_POLICY
         return await self._limits.policy(requester.guild_id, requester.user_id)
 
-    def _effective_limit(self, policy: Policy) -> tuple[int, bool]:
-        # A server's own per-member limit replaces the bot's and counts that server's images.
+    def _ceilings(self, policy: Policy) -> Ceilings:
         own = policy.limits.user_daily_images
-        return (self._daily_limit, False) if own is None else (own, True)
+        return Ceilings(
+            operator_daily_images=self._operator.user_daily_images,
+            # A server's 0 means "no limit of the server's own", never "lift the operator's".
+            server_daily_images=own or None,
+            user_daily_budget_usd=self._operator.user_daily_budget_usd,
+            server_daily_budget_usd=policy.limits.daily_budget_usd,
+            bot_daily_budget_usd=self._operator.bot_daily_budget_usd,
+        )
 
-    async def allowance(self, user_id: int, guild_id: int | None) -> Allowance:
-        """The member's daily limit where they are, and what today used of it."""
-        policy = await self._policy(Requester(user_id, guild_id, None))
-        limit, server_limit = self._effective_limit(policy)
-        used = await self._ledger.images_today(user_id, guild_id if server_limit else None)
-        return Allowance(used, limit, server_limit, next_reset(self._ledger.now()))
+    async def allowance(self, user_id: int, guild_id: int | None, *, own: bool) -> Allowance:
+        """The member's daily limits here; `own` is False for an admin looking at a member.
 
-    async def reserve(self, request: GenerationRequest, requester: Requester) -> Reservation:
-        """Write the pending row, or raise ShuttingDown or the LimitRefused that stopped it.
-
-        The server's limits are read here, on every request, so an admin's change applies to
-        the next one: blocked member, allowed models and images per request first, then the
-        daily image limit and the daily budget, checked and reserved in one statement.
+        An admin sees only what the member did in the admin's server: the count across
+        servers behind the operator's limit is the member's own business.
         """
+        policy = await self._policy(Requester(user_id, guild_id, None))
+        ceilings = self._ceilings(policy)
+        counts = await self._ledger.counts(user_id, guild_id)
+        in_server = guild_id is not None
+        return Allowance(
+            operator_limit=ceilings.operator_daily_images,
+            operator_used=counts.operator_images if own else None,
+            server_limit=ceilings.server_daily_images if in_server else None,
+            server_used=counts.server_images if in_server else None,
+            resets_at=next_reset(self._ledger.now()),
+        )
+
+    @asynccontextmanager
+    async def start(
+        self, request: GenerationRequest, requester: Requester
+    ) -> AsyncIterator[Generation]:
+        """Reserve a generation and own it for the block; its final status is always written.
+
+        Raises ShuttingDown, the LimitRefused that stopped it, or LedgerBusy, all before
+        anything is reserved. The server's limits are read on every request, so an admin's
+        change applies to the next one: blocked member, allowed models and images per request
+        first, then every daily limit and budget, checked and reserved in one statement.
+        """
+        generation = await self._reserve(request, requester)
+        task = asyncio.current_task()
+        assert task is not None
+        self._live[generation] = task
+        self._idle.clear()
+        try:
+            yield generation
+        except BaseException as error:
+            await asyncio.shield(generation.close(error))
+            raise
+        else:
+            await asyncio.shield(generation.close(None))
+        finally:
+            self._live.pop(generation, None)
+            if not self._live:
+                self._idle.set()
+
+    async def _reserve(self, request: GenerationRequest, requester: Requester) -> Generation:
         if not self._accepting:
             raise ShuttingDown
         policy = await self._policy(requester)
         refusal = policy.refusal(request.model, request.n)
         if refusal is not None:
             raise refusal
-        daily_limit, server_limit = self._effective_limit(policy)
-        request_id = uuid.uuid4().hex[:12]
+        request_id = uuid.uuid4().hex[:16]
+        reserved = self._prices.reservation(
+            request.model,
+            size=request.shown_size,
+            quality=request.shown_quality,
+            n=request.n,
+            prompt=request.prompt,
+        )
         row_id = await self._ledger.reserve(
             NewGeneration(
                 user_id=requester.user_id,
@@ -172,127 +214,40 @@ class GenerationService:
                 quality=request.shown_quality,
                 n_requested=request.n,
                 request_id=request_id,
+                reserved_usd=reserved,
             ),
-            daily_limit,
-            guild_scoped=server_limit,
-            daily_budget_usd=policy.limits.daily_budget_usd,
+            self._ceilings(policy),
         )
-        return Reservation(row_id, request, requester, request_id)
-
-    async def release(self, reservation: Reservation) -> None:
-        """Give back a reservation that never reached upstream."""
-        await self._ledger.release(reservation.row_id)
-
-    @asynccontextmanager
-    async def _slot(self, on_queued: QueuedCallback | None) -> AsyncIterator[None]:
-        if self._slots.locked() and on_queued is not None:
-            self._waiting += 1
-            try:
-                await on_queued(self._waiting)
-                await self._slots.acquire()
-            finally:
-                self._waiting -= 1
-        else:
-            await self._slots.acquire()
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-    @asynccontextmanager
-    async def tracking(self) -> AsyncIterator[None]:
-        """Mark the current task as a generation in flight, for graceful shutdown."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._running.add(task)
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._running.discard(task)
-            if not self._running:
-                self._idle.set()
-
-    async def generate(
-        self, reservation: Reservation, on_queued: QueuedCallback | None = None
-    ) -> GenerationResult:
-        """Call upstream within a concurrency slot; a failure is recorded and re-raised."""
-        request = reservation.request
-        async with self._slot(on_queued):
-            try:
-                result = await self._client.generate(request)
-            except UpstreamError as error:
-                await self.record_failure(reservation, error.kind.value, error.detail)
-                raise
-        _log_outcome(
-            logging.INFO,
-            reservation,
-            "upstream_ok",
-            f"images={len(result.images)} attempts={result.attempts}",
-        )
-        return result
-
-    async def record_delivery(
-        self, reservation: Reservation, result: GenerationResult, delivered: int
-    ) -> None:
-        """Complete the row once the images reached the user, with its estimated cost."""
-        usage = result.usage
-        request = reservation.request
-        input_tokens = usage.input_tokens if usage else None
-        output_tokens = usage.output_tokens if usage else None
-        estimate = self._prices.estimate(
-            request.model,
-            size=request.shown_size,
-            quality=request.shown_quality,
-            images=delivered,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
-        _log_outcome(
-            logging.INFO,
-            reservation,
-            "ok",
-            f"images={delivered} cost_usd={estimate.cost_usd} "
-            f"tokens={usage.total_tokens if usage else None}",
-        )
-        await self._ledger.complete(
-            reservation.row_id,
-            images_delivered=delivered,
-            latency_ms=reservation.elapsed_ms(),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            total_tokens=usage.total_tokens if usage else None,
-            cost_usd=estimate.cost_usd,
-            price_source=estimate.source.value if estimate.source else None,
-            price_as_of=estimate.as_of.isoformat() if estimate.as_of else None,
-        )
-
-    async def record_failure(self, reservation: Reservation, code: str, message: str) -> None:
-        """Mark the row failed, which gives the reservation back to the user's allowance."""
-        _log_outcome(logging.WARNING, reservation, "failed", f"code={code} detail={message!r}")
-        await self._ledger.fail(
-            reservation.row_id,
-            error_code=code,
-            error_message=message,
-            latency_ms=reservation.elapsed_ms(),
-        )
-
-    async def record_interrupted(self, reservation: Reservation) -> None:
-        """Mark the row interrupted by a shutdown; the user's allowance gets it back."""
-        _log_outcome(logging.WARNING, reservation, "interrupted", "code=interrupted")
-        await self._ledger.interrupt(reservation.row_id, latency_ms=reservation.elapsed_ms())
+        # A shutdown that began while the row was written must still see it: checked again.
+        generation = Generation(row_id, request, requester, request_id, self._deps)
+        if not self._accepting:
+            await generation.fail("shutting_down", "the bot began stopping during the reservation")
+            raise ShuttingDown
+        return generation
 
     def stop_accepting(self) -> None:
         """Refuse new generations from now on."""
         self._accepting = False
 
     async def drain(self, grace_s: float) -> int:
-        """Wait up to `grace_s` for generations in flight; cancel the rest and return how many."""
+        """Wait up to `grace_s` for generations in flight, then cancel; return how many.
+
+        Uploads under way get DELIVERY_GRACE_S more before they are cut off.
+        """
         with suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
-        leftovers = list(self._running)
-        for task in leftovers:
+        cancelled = self._cancel(lambda g: g.phase is not Phase.DELIVERING)
+        if self._live:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=DELIVERY_GRACE_S)
+        cancelled += self._cancel(lambda g: True)
+        if self._live:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=_CANCEL_WAIT_S)
+        return cancelled
+
+    def _cancel(self, which: Callable[[Generation], bool]) -> int:
+        chosen = [task for generation, task in self._live.items() if which(generation)]
+        for task in chosen:
             task.cancel()
-        if leftovers:
-            await asyncio.wait(leftovers, timeout=5)
-        return len(leftovers)
+        return len(chosen)

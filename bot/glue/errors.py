@@ -42,7 +42,10 @@ class ImagineTree(app_commands.CommandTree[discord.Client]):
         if isinstance(error, app_commands.CheckFailure):
             text = "You can't use this command here."
             if isinstance(error, app_commands.MissingPermissions):
-                text = "You need the Manage Server permission for this command."
+                text = (
+                    "You need the Manage Server permission for this command. "
+                    "/usage shows your own numbers."
+                )
             elif isinstance(error, app_commands.NoPrivateMessage):
                 text = "This command works only in a server."
             await self._safe_answer(interaction, text)

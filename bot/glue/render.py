@@ -9,10 +9,11 @@ import discord
 
 from bot.core.cometapi import GenerationResult
 from bot.core.pricing import ModelPrice, TokenPrice
-from bot.core.service import Allowance
+from bot.core.service import Allowance, OperatorLimits
 from bot.core.validation import GenerationRequest
 from bot.ledger.limits import (
     BudgetExhausted,
+    BudgetScope,
     GuildLimits,
     LimitChange,
     LimitRefused,
@@ -67,14 +68,25 @@ def result_embed(
 
 
 def quota_message(error: QuotaExceeded) -> str:
-    """Why a request was refused for the daily limit, and when it resets."""
+    """Why a request was refused for a daily image limit, whose limit, and when it resets."""
     left = max(error.limit - error.used, 0)
-    whose = "this server's limit of" if error.server_limit else "your"
+    whose = (
+        f"this server's limit of {error.limit} images per member"
+        if error.server_limit
+        else f"the bot's limit of {error.limit} images per member (all servers together)"
+    )
     return (
-        f"\u26a0\ufe0f Daily limit reached: you have used {error.used} of {whose} {error.limit} "
-        f"images today and asked for {error.requested} (you have {left} left). "
+        f"\u26a0\ufe0f Daily limit reached: you have used {error.used} images today under "
+        f"{whose} and asked for {error.requested} (you have {left} left). "
         f"The limit resets at 00:00 UTC, {discord_time(error.resets_at, 'R')}."
     )
+
+
+_BUDGET_TEXT: Final = {
+    BudgetScope.USER: "Your daily budget on this bot (set by its operator)",
+    BudgetScope.SERVER: "This server's daily budget",
+    BudgetScope.BOT: "The bot's daily budget (set by its operator, for every server)",
+}
 
 
 def refusal_message(error: LimitRefused) -> str:
@@ -82,10 +94,18 @@ def refusal_message(error: LimitRefused) -> str:
     if isinstance(error, QuotaExceeded):
         return quota_message(error)
     if isinstance(error, BudgetExhausted):
+        what = _BUDGET_TEXT[error.scope]
+        spent = f"{usd(error.spent_usd)} of {usd(error.budget_usd)} {CURRENCY} (estimated)"
+        if error.spent_usd >= error.budget_usd:
+            state = f"is used up: {spent} spent or reserved today"
+        else:
+            state = (
+                f"has too little left for this request, estimated at {usd(error.needed_usd)}: "
+                f"{spent} spent or reserved today. A smaller request may fit"
+            )
         return (
-            f"\u26a0\ufe0f This server's daily budget is used up: {usd(error.spent_usd)} of "
-            f"{usd(error.budget_usd)} {CURRENCY} (estimated) spent today. It resets at "
-            f"00:00 UTC, {discord_time(error.resets_at, 'R')}."
+            f"\u26a0\ufe0f {what} {state}. It resets at 00:00 UTC, "
+            f"{discord_time(error.resets_at, 'R')}."
         )
     if isinstance(error, MemberBlocked):
         return "\u26a0\ufe0f A server admin has blocked you from making images in this server."
@@ -116,6 +136,10 @@ def _totals_fields(embed: discord.Embed, report: Report) -> None:
     embed.add_field(name="Requests", value=f"{totals.requests:,}")
     embed.add_field(name="Failed", value=f"{totals.failures:,}")
     embed.add_field(name="Cost", value=totals.cost.summary(), inline=False)
+    if totals.undelivered.requests:
+        embed.add_field(
+            name="Billed, not delivered", value=totals.undelivered.summary(), inline=False
+        )
     if report.by_model:
         embed.add_field(
             name="By model", value=_clip(_model_lines(report), _FIELD_VALUE), inline=False
@@ -130,14 +154,35 @@ def _totals_fields(embed: discord.Embed, report: Report) -> None:
 
 
 def allowance_text(allowance: Allowance) -> str:
-    """A member's day: used, limit (whose), and when it resets."""
-    remaining = allowance.remaining
-    if remaining is None:
-        return f"No daily limit. {allowance.used:,} images today."
-    whose = "this server's limit" if allowance.server_limit else "the bot's limit"
+    """A member's day: each daily limit that applies, what it left, and when they reset."""
+    parts: list[str] = []
+    if allowance.operator_limit is not None:
+        if allowance.operator_used is None:
+            parts.append(
+                f"the bot's limit of {allowance.operator_limit:,} images per member per day "
+                "also applies, counted across servers"
+            )
+        else:
+            left = max(allowance.operator_limit - allowance.operator_used, 0)
+            parts.append(
+                f"{left:,} of {allowance.operator_limit:,} images left today under the bot's "
+                "limit (all servers together)"
+            )
+    if allowance.server_limit is not None and allowance.server_used is not None:
+        left = max(allowance.server_limit - allowance.server_used, 0)
+        parts.append(
+            f"{left:,} of {allowance.server_limit:,} images left today under this server's limit"
+        )
+    elif allowance.server_used is not None:
+        parts.append(
+            f"{allowance.server_used:,} images today in this server, which sets no daily limit"
+        )
+    if not parts:
+        used = allowance.operator_used or 0
+        return f"No daily limit. {used:,} images today."
+    text = "; ".join(parts)
     return (
-        f"{remaining:,} of {allowance.limit:,} images left today ({whose}); "
-        f"resets {discord_time(allowance.resets_at, 'R')} (00:00 UTC)."
+        f"{text[0].upper()}{text[1:]}. Resets {discord_time(allowance.resets_at, 'R')} (00:00 UTC)."
     )
 
 
@@ -188,28 +233,44 @@ def _price_text(price: ModelPrice) -> str:
     return f"**{price.model}**: {amount} ({source}, {price.as_of})"
 
 
+def _operator_text(operator: OperatorLimits) -> str:
+    parts = []
+    if operator.user_daily_images is not None:
+        parts.append(f"{operator.user_daily_images:,} images per member per day")
+    if operator.user_daily_budget_usd is not None:
+        parts.append(f"{usd(operator.user_daily_budget_usd)} per member per day")
+    if operator.bot_daily_budget_usd is not None:
+        parts.append(f"{usd(operator.bot_daily_budget_usd)} per day for the whole bot")
+    if not parts:
+        return "none"
+    return (
+        "; ".join(parts)
+        + f" ({CURRENCY}, estimated; counted across every server; a server's limits can only "
+        "tighten these)"
+    )
+
+
 def limits_embed(
     limits: GuildLimits,
     *,
-    bot_daily_limit: int,
+    operator: OperatorLimits,
     blocked: tuple[int, ...],
     changes: tuple[LimitChange, ...],
     prices: tuple[ModelPrice, ...],
 ) -> discord.Embed:
-    """The server's limits, who is blocked, the latest changes and the prices in force."""
+    """The server's limits, the operator's ceilings, blocks, latest changes and prices."""
     embed = discord.Embed(title="Limits in this server", colour=_COLOUR)
-    if limits.user_daily_images is None:
-        bot_limit = "unlimited" if bot_daily_limit == 0 else f"{bot_daily_limit:,}"
-        daily = f"the bot's default ({bot_limit}, counted across servers)"
-    elif limits.user_daily_images == 0:
-        daily = "unlimited in this server"
+    embed.add_field(name="The bot operator's limits", value=_operator_text(operator), inline=False)
+    if not limits.user_daily_images:
+        daily = "none of this server's own"
     else:
         daily = f"{limits.user_daily_images:,} images per member per day in this server"
     embed.add_field(name="Daily images per member", value=daily, inline=False)
     budget = (
         "none"
         if limits.daily_budget_usd is None
-        else f"{usd(limits.daily_budget_usd)} {CURRENCY} per day (estimated cost)"
+        else f"{usd(limits.daily_budget_usd)} {CURRENCY} per day (estimated cost, running "
+        "requests reserved)"
     )
     embed.add_field(name="Daily budget", value=budget, inline=False)
     models = "all" if limits.allowed_models is None else ", ".join(limits.allowed_models)

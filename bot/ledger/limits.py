@@ -7,7 +7,7 @@ request, so a change applies to the next one. Refusals are exceptions that name 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -16,22 +16,30 @@ from typing import ClassVar, Final
 import aiosqlite
 
 from bot.core.catalog import CATALOG, MAX_N_OPTION
+from bot.ledger.busy import retry_busy
 from bot.ledger.periods import to_db_time
 
 MAX_DAILY_IMAGES: Final = 100_000
 MAX_DAILY_BUDGET_USD: Final = 1_000_000.0
+# An admin's change waits this long for another process's write lock.
+ADMIN_LOCK_WAIT_S: Final = 10.0
 
 
 class LimitRefused(Exception):
     """A request a usage limit refused; `limit_name` names the limit for the user."""
 
-    limit_name: ClassVar[str] = "a usage limit"
+    default_name: ClassVar[str] = "a usage limit"
+
+    @property
+    def limit_name(self) -> str:
+        """The limit that refused, in the user's words."""
+        return self.default_name
 
 
 class MemberBlocked(LimitRefused):
     """A server admin blocked this member from making images in the server."""
 
-    limit_name = "blocked by a server admin"
+    default_name = "blocked by a server admin"
 
     def __init__(self) -> None:
         super().__init__("the member is blocked in this server")
@@ -40,7 +48,7 @@ class MemberBlocked(LimitRefused):
 class ModelNotAllowed(LimitRefused):
     """The server allows only some models, and not this one."""
 
-    limit_name = "the server's allowed models"
+    default_name = "the server's allowed models"
 
     def __init__(self, model: str, allowed: tuple[str, ...]) -> None:
         super().__init__(f"model {model} is not allowed here (allowed: {', '.join(allowed)})")
@@ -51,7 +59,7 @@ class ModelNotAllowed(LimitRefused):
 class TooManyImages(LimitRefused):
     """The request asks for more images at once than the server allows."""
 
-    limit_name = "the server's images per request"
+    default_name = "the server's images per request"
 
     def __init__(self, requested: int, max_n: int) -> None:
         super().__init__(f"{requested} images requested, the server allows {max_n} at once")
@@ -59,22 +67,60 @@ class TooManyImages(LimitRefused):
         self.max_n = max_n
 
 
+class Whose(StrEnum):
+    """Who set a limit: the bot's operator (settings) or the server's admins."""
+
+    OPERATOR = "operator"
+    SERVER = "server"
+
+
+class BudgetScope(StrEnum):
+    """What a daily budget covers."""
+
+    USER = "user"
+    """One member, across every server and DM (USER_DAILY_BUDGET_USD)."""
+    SERVER = "server"
+    """One server (`/usage-admin limits budget`)."""
+    BOT = "bot"
+    """The whole bot (BOT_DAILY_BUDGET_USD)."""
+
+
+_BUDGET_NAMES: Final = {
+    BudgetScope.USER: "your daily budget set by the bot's operator",
+    BudgetScope.SERVER: "the server's daily budget",
+    BudgetScope.BOT: "the bot's daily budget set by its operator",
+}
+
+
 class BudgetExhausted(LimitRefused):
-    """The server's estimated spend today has reached its daily budget."""
+    """Today's spend plus this request's estimate would pass a daily budget."""
 
-    limit_name = "the server's daily budget"
-
-    def __init__(self, budget_usd: float, spent_usd: float, resets_at: datetime) -> None:
-        super().__init__(f"daily budget ${budget_usd:.2f} used up (${spent_usd:.4f} spent)")
+    def __init__(
+        self,
+        scope: BudgetScope,
+        budget_usd: float,
+        spent_usd: float,
+        needed_usd: float,
+        resets_at: datetime,
+    ) -> None:
+        super().__init__(
+            f"{scope.value} daily budget ${budget_usd:.2f}: ${spent_usd:.4f} spent or reserved, "
+            f"this request needs ${needed_usd:.4f}"
+        )
+        self.scope = scope
         self.budget_usd = budget_usd
         self.spent_usd = spent_usd
+        self.needed_usd = needed_usd
         self.resets_at = resets_at
+
+    @property
+    def limit_name(self) -> str:
+        """Which budget refused, in the user's words."""
+        return _BUDGET_NAMES[self.scope]
 
 
 class QuotaExceeded(LimitRefused):
-    """The user's daily image allowance would be exceeded."""
-
-    limit_name = "the daily image limit"
+    """A daily image limit would be exceeded: the operator's or the server's."""
 
     def __init__(
         self,
@@ -83,14 +129,44 @@ class QuotaExceeded(LimitRefused):
         requested: int,
         resets_at: datetime,
         *,
-        server_limit: bool = False,
+        whose: Whose = Whose.OPERATOR,
     ) -> None:
-        super().__init__(f"daily limit {limit} reached (used {used}, requested {requested})")
+        super().__init__(
+            f"{whose.value} daily limit {limit} reached (used {used}, requested {requested})"
+        )
         self.limit = limit
         self.used = used
         self.requested = requested
         self.resets_at = resets_at
-        self.server_limit = server_limit
+        self.whose = whose
+
+    @property
+    def server_limit(self) -> bool:
+        """Whether the server's own limit refused, rather than the operator's."""
+        return self.whose is Whose.SERVER
+
+    @property
+    def limit_name(self) -> str:
+        """Which limit refused, in the user's words."""
+        return "the server's daily image limit" if self.server_limit else "the daily image limit"
+
+
+@dataclass(frozen=True, slots=True)
+class Ceilings:
+    """Every count-based limit one reservation must stay within; None means no such limit.
+
+    The operator's limits are ceilings a server can only tighten: both apply, each counted in
+    its own scope, so a server's own limit or reset never gives back what the operator's
+    limit counts.
+    """
+
+    operator_daily_images: int | None = None
+    """Images per member per UTC day across every server and DM (USER_DAILY_IMAGE_LIMIT)."""
+    server_daily_images: int | None = None
+    """Images per member per UTC day in this server, after the server's resets."""
+    user_daily_budget_usd: float | None = None
+    server_daily_budget_usd: float | None = None
+    bot_daily_budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +174,9 @@ class GuildLimits:
     """A server's limits; None means the server sets no such limit."""
 
     user_daily_images: int | None = None
-    """Images per member per UTC day in this server, 0 = unlimited; overrides the bot's."""
+    """Images per member per UTC day in this server, 0 = no limit of the server's own.
+
+    It can only tighten the operator's USER_DAILY_IMAGE_LIMIT, which applies as well."""
     daily_budget_usd: float | None = None
     allowed_models: tuple[str, ...] | None = None
     max_n: int | None = None
@@ -232,6 +310,15 @@ class LimitsStore:
         self._db = db
         self._clock = clock
 
+    async def _write(self, sql: str, params: Mapping[str, object] | tuple[object, ...]) -> int:
+        """Run one write, waiting out another process's lock; return the rows changed."""
+
+        async def write() -> int:
+            cursor = await self._db.execute(sql, params)
+            return cursor.rowcount
+
+        return await retry_busy(write, timeout_s=ADMIN_LOCK_WAIT_S, what="limits")
+
     async def limits(self, guild_id: int) -> GuildLimits:
         """The server's limits (NO_LIMITS when it set none)."""
         async with self._db.execute(
@@ -284,7 +371,7 @@ class LimitsStore:
         for key, value in values.items():
             params[key] = value
             params[f"set_{key}"] = True
-        await self._db.execute(_UPSERT_LIMITS, params)
+        await self._write(_UPSERT_LIMITS, params)
         await self._audit(guild_id, actor_id, action, None, old, new)
 
     async def _audit(
@@ -298,7 +385,7 @@ class LimitsStore:
     ) -> None:
         # Written after the change, not in one transaction with it: the connection is shared
         # by every request, and an open transaction would sweep their writes into it.
-        await self._db.execute(
+        await self._write(
             "INSERT INTO limit_changes (created_at, guild_id, actor_id, action, target_id, "
             "old_value, new_value) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -342,22 +429,22 @@ class LimitsStore:
 
     async def block(self, guild_id: int, user_id: int, actor_id: int) -> bool:
         """Stop a member making images here; False when they were already blocked."""
-        cursor = await self._db.execute(
+        changed = await self._write(
             "INSERT OR IGNORE INTO guild_blocks (guild_id, user_id, blocked_at, blocked_by) "
             "VALUES (?, ?, ?, ?)",
             (guild_id, user_id, to_db_time(self._clock()), actor_id),
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             return False
         await self._audit(guild_id, actor_id, Action.BLOCK, user_id, None, None)
         return True
 
     async def unblock(self, guild_id: int, user_id: int, actor_id: int) -> bool:
         """Let a blocked member make images again; False when they were not blocked."""
-        cursor = await self._db.execute(
+        changed = await self._write(
             "DELETE FROM guild_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             return False
         await self._audit(guild_id, actor_id, Action.UNBLOCK, user_id, None, None)
         return True
@@ -373,7 +460,7 @@ class LimitsStore:
     async def reset_day(self, guild_id: int, user_id: int, actor_id: int) -> None:
         """Give a member's day back: today's images made here stop counting; rows stay."""
         now = to_db_time(self._clock())
-        await self._db.execute(
+        await self._write(
             "INSERT INTO quota_resets (guild_id, user_id, reset_at, reset_by) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (guild_id, user_id) DO UPDATE SET "
             "reset_at = excluded.reset_at, reset_by = excluded.reset_by",

@@ -107,6 +107,81 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX limit_changes_by_guild ON limit_changes (guild_id, created_at);
     """,
+    # 3: one final status that says what happened, spend reserved then settled, traceable ids.
+    # SQLite cannot change a CHECK or a generated column in place, so the table is rebuilt.
+    """
+    CREATE TABLE generations_v3 (
+        id                  INTEGER PRIMARY KEY,
+        created_at          TEXT    NOT NULL,  -- UTC, ISO 8601 with a Z: sorts as it reads
+        user_id             INTEGER NOT NULL,
+        guild_id            INTEGER,
+        channel_id          INTEGER,
+        model               TEXT    NOT NULL,
+        size                TEXT    NOT NULL,
+        quality             TEXT    NOT NULL,
+        n_requested         INTEGER NOT NULL CHECK (n_requested >= 1),
+        -- Images the member is known to have received.
+        images_delivered    INTEGER NOT NULL DEFAULT 0,
+        -- pending: reserved, not finished. delivered: the images reached the member.
+        -- failed: error_code says why. interrupted: the bot stopped before upstream answered.
+        -- interrupted_delivery: the bot stopped while uploading images upstream had made.
+        status              TEXT    NOT NULL CHECK (status IN (
+                                'pending', 'delivered', 'failed', 'interrupted',
+                                'interrupted_delivery')),
+        -- 1 when upstream answered with images, so the call was billed whatever came after.
+        billed              INTEGER NOT NULL DEFAULT 0 CHECK (billed IN (0, 1)),
+        error_code          TEXT,
+        error_message       TEXT,
+        latency_ms          INTEGER,
+        input_tokens        INTEGER,
+        output_tokens       INTEGER,
+        total_tokens        INTEGER,
+        -- Our id, sent upstream in X-Request-Id, and upstream's own id from its answer.
+        request_id          TEXT    NOT NULL,
+        upstream_request_id TEXT,
+        attempts            INTEGER,
+        -- The estimate reserved against the budgets while pending; settled into cost_usd.
+        reserved_usd        REAL    CHECK (reserved_usd IS NULL OR reserved_usd >= 0),
+        -- The estimated cost of a billed call; NULL when not billed or without a price.
+        cost_usd            REAL    CHECK (cost_usd IS NULL OR cost_usd >= 0),
+        price_source        TEXT,
+        price_as_of         TEXT,
+        finished_at         TEXT,
+        -- Images counted against daily image limits: reserved ones while running, then the
+        -- ones the member received, whatever the status. Billed images the member never got
+        -- count only as spend.
+        quota_images        INTEGER GENERATED ALWAYS AS (
+            CASE status WHEN 'pending' THEN n_requested ELSE images_delivered END
+        ) VIRTUAL,
+        -- Dollars counted against budgets: the reservation until upstream answers, then the cost.
+        -- A billed call is spend from the moment upstream answered, delivered or not.
+        spend_usd           REAL GENERATED ALWAYS AS (
+            CASE WHEN billed = 1 THEN COALESCE(cost_usd, 0)
+                 WHEN status = 'pending' THEN COALESCE(reserved_usd, 0) ELSE 0 END
+        ) VIRTUAL
+    );
+    INSERT INTO generations_v3 (
+        id, created_at, user_id, guild_id, channel_id, model, size, quality, n_requested,
+        images_delivered, status, billed, error_code, error_message, latency_ms, input_tokens,
+        output_tokens, total_tokens, request_id, cost_usd, price_source, price_as_of)
+    SELECT id, created_at, user_id, guild_id, channel_id, model, size, quality, n_requested,
+        CASE status WHEN 'ok' THEN images_delivered ELSE 0 END,
+        CASE status WHEN 'ok' THEN 'delivered' ELSE status END,
+        CASE WHEN status = 'ok' OR error_code IN ('delivery_failed', 'image_too_large')
+             THEN 1 ELSE 0 END,
+        error_code, error_message, latency_ms, input_tokens, output_tokens, total_tokens,
+        request_id, cost_usd, price_source, price_as_of
+    FROM generations;
+    DROP TABLE generations;
+    ALTER TABLE generations_v3 RENAME TO generations;
+    CREATE INDEX generations_by_user ON generations (user_id, created_at);
+    CREATE INDEX generations_by_time ON generations (created_at);
+    CREATE INDEX generations_pending ON generations (status) WHERE status = 'pending';
+    CREATE INDEX generations_by_guild ON generations (
+        guild_id, created_at, user_id, model, status, billed, images_delivered, cost_usd,
+        price_as_of, input_tokens, output_tokens, total_tokens
+    );
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -163,37 +163,43 @@ _OTHER_ROWS: Final = (
     "AND created_at >= :since AND created_at < :until) "
 )
 
-# Failed and interrupted generations count as requests and failures, never as images or cost.
+# Images are the ones members received. Cost is every call upstream billed, delivered or
+# not; the billed calls that never reached the member are also counted apart. Failed and
+# interrupted generations count as requests and failures, and as images only for what the
+# member is known to have received before the failure.
+_RECEIVED: Final = "CASE WHEN status = 'pending' THEN 0 ELSE images_delivered END"
+_NOT_RECEIVED: Final = "billed = 1 AND status <> 'delivered'"
 _BY_MODEL_SELECT: Final = (
     "SELECT model, "
-    "SUM(CASE WHEN status = 'ok' THEN images_delivered ELSE 0 END) AS images, "
+    f"SUM({_RECEIVED}) AS images, "
     "COUNT(*), "
-    "SUM(CASE WHEN status IN ('failed', 'interrupted') THEN 1 ELSE 0 END), "
-    "COALESCE(SUM(CASE WHEN status = 'ok' THEN cost_usd END), 0), "
-    "SUM(CASE WHEN status = 'ok' AND cost_usd IS NULL THEN images_delivered ELSE 0 END), "
-    "MIN(CASE WHEN status = 'ok' THEN price_as_of END), "
-    "MAX(CASE WHEN status = 'ok' THEN price_as_of END), "
+    "SUM(CASE WHEN status IN ('failed', 'interrupted', 'interrupted_delivery') THEN 1 ELSE 0 END), "
+    "COALESCE(SUM(CASE WHEN billed = 1 THEN cost_usd END), 0), "
+    "SUM(CASE WHEN billed = 1 AND cost_usd IS NULL THEN images_delivered ELSE 0 END), "
+    "MIN(CASE WHEN billed = 1 THEN price_as_of END), "
+    "MAX(CASE WHEN billed = 1 THEN price_as_of END), "
     "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-    "COALESCE(SUM(total_tokens), 0) "
+    "COALESCE(SUM(total_tokens), 0), "
+    f"SUM(CASE WHEN {_NOT_RECEIVED} THEN 1 ELSE 0 END), "
+    f"COALESCE(SUM(CASE WHEN {_NOT_RECEIVED} THEN cost_usd END), 0) "
 )
 _BY_MODEL_TAIL: Final = "GROUP BY model ORDER BY images DESC, model"
 _TOP_USERS_SELECT: Final = (
     "SELECT user_id, "
-    "SUM(CASE WHEN status = 'ok' THEN images_delivered ELSE 0 END) AS images, "
+    f"SUM({_RECEIVED}) AS images, "
     "COUNT(*), "
-    "COALESCE(SUM(CASE WHEN status = 'ok' THEN cost_usd END), 0) AS cost "
+    "COALESCE(SUM(CASE WHEN billed = 1 THEN cost_usd END), 0) AS cost "
 )
 _TOP_USERS_TAIL: Final = "GROUP BY user_id ORDER BY images DESC, cost DESC, user_id LIMIT :top"
 _DAILY_SELECT: Final = (
-    "SELECT substr(created_at, 1, 10) AS day, model, "
-    "SUM(CASE WHEN status = 'ok' THEN images_delivered ELSE 0 END) AS images "
+    f"SELECT substr(created_at, 1, 10) AS day, model, SUM({_RECEIVED}) AS images "
 )
 _DAILY_TAIL: Final = "GROUP BY day, model HAVING images > 0 ORDER BY day, model"
 _EXPORT_SELECT: Final = (
     "SELECT created_at, user_id, guild_id, channel_id, model, size, quality, n_requested, "
     "images_delivered, status, error_code, latency_ms, input_tokens, output_tokens, "
-    "total_tokens, CASE WHEN status = 'ok' THEN cost_usd END, price_source, price_as_of, "
-    "request_id "
+    "total_tokens, CASE WHEN billed = 1 THEN cost_usd END, price_source, price_as_of, "
+    "request_id, billed, attempts, upstream_request_id "
 )
 # With a guild, the index already yields this order, so the export streams without a sort.
 _EXPORT_TAIL: Final = "ORDER BY created_at, id"
@@ -239,6 +245,9 @@ EXPORT_COLUMNS: Final = (
     "price_source",
     "price_as_of",
     "request_id",
+    "billed",
+    "attempts",
+    "upstream_request_id",
 )
 
 
@@ -304,6 +313,23 @@ def usd(amount: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Undelivered:
+    """Calls upstream billed whose images never reached the member: spend, not images."""
+
+    requests: int = 0
+    usd: float = 0.0
+
+    def __add__(self, other: Undelivered) -> Undelivered:
+        """Both together."""
+        return Undelivered(self.requests + other.requests, self.usd + other.usd)
+
+    def summary(self) -> str:
+        """One line for reports: how many calls, and their part of the cost."""
+        calls = "1 call" if self.requests == 1 else f"{self.requests:,} calls"
+        return f"{calls}, {usd(self.usd)} {CURRENCY} (estimated, included in the cost)"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelLine:
     """One model's numbers in a report."""
 
@@ -315,6 +341,7 @@ class ModelLine:
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    undelivered: Undelivered = field(default_factory=Undelivered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,13 +365,16 @@ class Totals:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    undelivered: Undelivered = field(default_factory=Undelivered)
 
 
 def totals_of(lines: tuple[ModelLine, ...]) -> Totals:
     """Add up the per-model lines."""
     cost = Cost()
+    undelivered = Undelivered()
     for line in lines:
         cost = cost + line.cost
+        undelivered = undelivered + line.undelivered
     return Totals(
         images=sum(line.images for line in lines),
         requests=sum(line.requests for line in lines),
@@ -353,6 +383,7 @@ def totals_of(lines: tuple[ModelLine, ...]) -> Totals:
         input_tokens=sum(line.input_tokens for line in lines),
         output_tokens=sum(line.output_tokens for line in lines),
         total_tokens=sum(line.total_tokens for line in lines),
+        undelivered=undelivered,
     )
 
 
@@ -383,6 +414,7 @@ async def model_lines(
             input_tokens=int(row[8]),
             output_tokens=int(row[9]),
             total_tokens=int(row[10]),
+            undelivered=Undelivered(int(row[11]), float(row[12])),
         )
         for row in rows
     )

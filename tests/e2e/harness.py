@@ -49,6 +49,7 @@ _INTERACTION_KWARGS = {
     "channel_id",
     "permissions",
     "attachment_size_limit",
+    "dm",
 }
 
 

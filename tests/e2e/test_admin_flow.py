@@ -106,4 +106,4 @@ async def test_server_report_chart_and_export(bot: Harness) -> None:
     )
     rows = list(csv.DictReader(io.StringIO(data.decode())))
     assert sorted(int(row["user_id"]) for row in rows) == [MEMBER, MEMBER + 1]
-    assert {row["status"] for row in rows} == {"ok"}
+    assert {row["status"] for row in rows} == {"delivered"}

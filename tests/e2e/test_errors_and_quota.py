@@ -33,8 +33,15 @@ FAULTS: list[tuple[str, list[Reply], str, str]] = [
     (
         "400-content-policy",
         [Reply.error(400, "Rejected by the safety system.", code="content_policy_violation")],
-        "refused this request: Rejected by the safety system.",
+        "refused this request. The image service said: Rejected by the safety system.",
         "bad_request",
+    ),
+    (
+        "503-overloaded",
+        [Reply.error(503, "The engine is currently overloaded, please try again later")] * 3,
+        "overloaded right now and stayed busy after several tries. Please try again in a "
+        "minute. The image service said: The engine is currently overloaded",
+        "upstream_unavailable",
     ),
     ("401", [Reply.error(401, f"invalid token {COMET_KEY}")], "needs attention", "configuration"),
     ("403", [Reply.error(403, "key blocked")], "needs attention", "configuration"),

@@ -1,8 +1,9 @@
 """/usage-admin: reports, exports and limits for a server's admins. Glue only.
 
 Discord hides the group from members without Manage Server (default_permissions), but that
-is a default a server can change and a client can skip, so every callback checks the
-invoker's permissions again before it reads anything.
+is a default a server can change and a client can skip, so the cog's `interaction_check`
+checks the invoker's permissions again, in one place, before any callback of the group runs.
+Every view is scoped to the admin's own server: nothing a member did elsewhere shows here.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ class AdminCog(commands.Cog):
         name="usage-admin",
         description="Usage reports, exports and limits for this server (Manage Server only)",
         default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(
+            guild=True, dm_channel=False, private_channel=False
+        ),
+        allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
     )
     limits = app_commands.Group(
         name="limits", description="View and set this server's limits", parent=usage_admin
@@ -70,7 +74,9 @@ class AdminCog(commands.Cog):
 
     @property
     def _db(self) -> aiosqlite.Connection:
-        return self._service.ledger.connection
+        # Reports and exports read on their own read-only connection: a long one never
+        # delays a reservation on the writer.
+        return self._service.ledger.reader
 
     def _now(self) -> datetime:
         return self._service.ledger.now()
@@ -84,23 +90,23 @@ class AdminCog(commands.Cog):
     ) -> None:
         await answer(interaction, text, embed=embed)
 
-    async def _admin_guild(self, interaction: discord.Interaction) -> int | None:
-        """The guild to act on, or None after telling the user why they may not."""
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """The one permission check of the whole /usage-admin group: servers, Manage Server."""
         if interaction.guild_id is None:
-            await self._reply(interaction, "This command works only in a server.")
-            return None
+            raise app_commands.NoPrivateMessage
         if not can_see_others(interaction.permissions.value):
             log.warning(
                 "usage-admin refused: no Manage Server user=%s guild=%s",
                 interaction.user.id,
                 interaction.guild_id,
             )
-            await self._reply(
-                interaction,
-                "You need the Manage Server permission for this command. "
-                "/usage shows your own numbers.",
-            )
-            return None
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    @staticmethod
+    def _guild(interaction: discord.Interaction) -> int:
+        # interaction_check let only server interactions through.
+        assert interaction.guild_id is not None
         return interaction.guild_id
 
     async def _window(
@@ -135,14 +141,12 @@ class AdminCog(commands.Cog):
         end: str | None = None,
     ) -> None:
         """Show one member's report in this server, as /usage shows one's own."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         window = await self._window(interaction, period, start, end)
         if window is None:
             return
         report = await build_report(self._db, Scope(guild_id, member.id), window)
-        allowance = await self._service.allowance(member.id, guild_id)
+        allowance = await self._service.allowance(member.id, guild_id, own=False)
         policy = await self._service.limits.policy(guild_id, member.id)
         title = f"Image usage of {member.display_name} in this server"
         embed = member_report_embed(report, title, allowance, blocked=policy.blocked)
@@ -163,9 +167,7 @@ class AdminCog(commands.Cog):
         end: str | None = None,
     ) -> None:
         """Totals, per model, top members and images per day stacked by model."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         window = await self._window(interaction, period, start, end)
         if window is None:
             return
@@ -201,9 +203,7 @@ class AdminCog(commands.Cog):
         end: str | None = None,
     ) -> None:
         """One CSV row per generation; gzip'd or split when it would not fit one upload."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         window = await self._window(interaction, period, start, end)
         if window is None:
             return
@@ -248,7 +248,7 @@ class AdminCog(commands.Cog):
         store = self._service.limits
         embed = limits_embed(
             await store.limits(guild_id),
-            bot_daily_limit=self._service.daily_limit,
+            operator=self._service.operator,
             blocked=await store.blocked_members(guild_id),
             changes=await store.recent_changes(guild_id),
             prices=self._service.prices.table(),
@@ -263,9 +263,7 @@ class AdminCog(commands.Cog):
     @limits.command(name="show", description="This server's limits, blocks and latest changes")
     async def limits_show(self, interaction: discord.Interaction) -> None:
         """Show every limit, the blocked members, the latest changes and the prices."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is not None:
-            await self._show_limits(interaction, guild_id)
+        await self._show_limits(interaction, self._guild(interaction))
 
     @limits.command(name="daily-images", description="Images per member per UTC day here")
     @app_commands.describe(
@@ -277,9 +275,7 @@ class AdminCog(commands.Cog):
         images: Range[int, 0, MAX_DAILY_IMAGES] | None = None,
     ) -> None:
         """Set or clear this server's per-member daily image limit."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         await self._service.limits.set_daily_images(guild_id, images, interaction.user.id)
         self._logged(interaction, f"daily_images={images}")
         await self._show_limits(interaction, guild_id)
@@ -290,9 +286,7 @@ class AdminCog(commands.Cog):
         self, interaction: discord.Interaction, usd: Range[float, 0.01, 1_000_000.0] | None = None
     ) -> None:
         """Set or clear the server's daily budget in estimated cost."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         await self._service.limits.set_daily_budget(guild_id, usd, interaction.user.id)
         self._logged(interaction, f"daily_budget_usd={usd}")
         await self._show_limits(interaction, guild_id)
@@ -305,9 +299,7 @@ class AdminCog(commands.Cog):
         self, interaction: discord.Interaction, models: str | None = None
     ) -> None:
         """Set or clear the models allowed in this server."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         try:
             allowed = check_models(models)
         except InvalidLimit as error:
@@ -336,9 +328,7 @@ class AdminCog(commands.Cog):
         self, interaction: discord.Interaction, n: Range[int, 1, MAX_N_OPTION] | None = None
     ) -> None:
         """Set or clear the cap on images per request."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         await self._service.limits.set_max_n(guild_id, n, interaction.user.id)
         self._logged(interaction, f"max_n={n}")
         await self._show_limits(interaction, guild_id)
@@ -347,9 +337,7 @@ class AdminCog(commands.Cog):
     @app_commands.describe(member="Who to block")
     async def limits_block(self, interaction: discord.Interaction, member: Member) -> None:
         """Block a member here; their next request is refused."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         changed = await self._service.limits.block(guild_id, member.id, interaction.user.id)
         self._logged(interaction, f"block user={member.id} changed={changed}")
         await self._reply(
@@ -363,9 +351,7 @@ class AdminCog(commands.Cog):
     @app_commands.describe(member="Who to unblock")
     async def limits_unblock(self, interaction: discord.Interaction, member: Member) -> None:
         """Lift a member's block here."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         changed = await self._service.limits.unblock(guild_id, member.id, interaction.user.id)
         self._logged(interaction, f"unblock user={member.id} changed={changed}")
         await self._reply(
@@ -379,14 +365,12 @@ class AdminCog(commands.Cog):
     @app_commands.describe(member="Whose daily count to reset")
     async def limits_reset_day(self, interaction: discord.Interaction, member: Member) -> None:
         """Today's images the member made here stop counting against the daily limit."""
-        guild_id = await self._admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = self._guild(interaction)
         await self._service.limits.reset_day(guild_id, member.id, interaction.user.id)
         self._logged(interaction, f"reset_day user={member.id}")
-        allowance = await self._service.allowance(member.id, guild_id)
         await self._reply(
             interaction,
-            f"{member.mention}'s images made here today no longer count; "
-            f"{allowance.used:,} still count today. The usage log keeps every row.",
+            f"{member.mention}'s images made here today no longer count against this "
+            "server's own daily limit. The bot operator's limits still count them, and the "
+            "usage log keeps every row.",
         )

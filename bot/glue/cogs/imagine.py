@@ -1,10 +1,16 @@
-"""/imagine: validate, reserve, defer, generate, deliver."""
+"""/imagine: validate, reserve, defer, generate, deliver. Glue only: the ledger is not written here.
+
+The generation's life (its reservation, upstream call and one final status) belongs to
+`bot.core.generation.Generation`; this cog tells it what Discord accepted.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
+import uuid
+from contextlib import AsyncExitStack
 from typing import Final, Protocol, runtime_checkable
 
 import discord
@@ -13,18 +19,24 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 
 from bot.core.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
-from bot.core.cometapi import ErrorKind, GeneratedImage, GenerationResult, UpstreamError
-from bot.core.images import FittedImage, NotAnImage, fit_to_limit
-from bot.core.service import GenerationService, Requester, Reservation, ShuttingDown
+from bot.core.cometapi import ErrorKind, GenerationResult, UpstreamError
+from bot.core.generation import Generation, Requester
+from bot.core.images import (
+    CorruptImage,
+    FittedImage,
+    ImageTooLarge,
+    pack_messages,
+    prepare_for_upload,
+)
+from bot.core.service import GenerationService, ShuttingDown
 from bot.core.validation import ImagineOptions, InvalidOption, validate
 from bot.glue.errors import answer
-from bot.glue.render import count, refusal_message, result_embed
+from bot.glue.render import refusal_message, result_embed
 from bot.glue.suggest import suggest_qualities, suggest_sizes
+from bot.ledger.busy import LedgerBusy
 from bot.ledger.limits import LimitRefused
 
 log = logging.getLogger(__name__)
-
-MAX_ATTACHMENTS: Final = 10
 
 
 @runtime_checkable
@@ -39,26 +51,25 @@ class DeliveryImpossible(Exception):
     """Neither the interaction nor the channel can carry the images any more."""
 
 
-def batched(items: list[FittedImage], size: int) -> list[tuple[FittedImage, ...]]:
-    """Split images into messages of at most `size` attachments."""
-    return [tuple(items[start : start + size]) for start in range(0, len(items), size)]
-
-
-def as_files(images: tuple[FittedImage, ...], model: str) -> list[discord.File]:
+def as_files(images: tuple[FittedImage, ...], model: str, first: int) -> list[discord.File]:
     """Fresh discord.File objects: discord.py closes them after each request."""
     return [
-        discord.File(io.BytesIO(image.data), filename=f"{model}-{i + 1}.{image.format.extension}")
+        discord.File(
+            io.BytesIO(image.data), filename=f"{model}-{first + i + 1}.{image.format.extension}"
+        )
         for i, image in enumerate(images)
     ]
 
 
-async def fit_images(images: list[GeneratedImage], limit: int) -> list[FittedImage]:
-    """Make every image fit Discord's upload limit; re-encoding runs off the event loop."""
-    if all(len(image.data) <= limit for image in images):
-        return [FittedImage(image.data, image.format, None) for image in images]
-    return await asyncio.to_thread(
-        lambda: [fit_to_limit(image.data, image.format, limit) for image in images]
+def queue_text(position: int) -> str:
+    """The waiting message; position 1 is the next request to start."""
+    ahead = position - 1
+    where = (
+        "yours is next"
+        if ahead == 0
+        else f"{ahead} request{'s' if ahead != 1 else ''} ahead of yours"
     )
+    return f"\u23f3 Queued: the bot is busy, {where}. Your images start as soon as a slot frees up."
 
 
 _NO_MENTIONS: Final = discord.AllowedMentions.none()
@@ -81,6 +92,11 @@ class ImagineCog(commands.Cog):
     @app_commands.command(
         name="imagine", description="Create images from a text prompt with CometAPI's image models"
     )
+    # Servers and the bot's DMs (where only the operator's limits apply). Not as a user-
+    # installed app: it would run in servers whose admins never invited the bot, outside
+    # every server limit.
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    @app_commands.allowed_installs(guilds=True, users=False)
     @app_commands.describe(
         prompt="What the image should show",
         model="Which image model to use (the bot's default model when left empty)",
@@ -129,48 +145,82 @@ class ImagineCog(commands.Cog):
             await self._refuse(interaction, f"\u26a0\ufe0f {error.message}")
             return
         requester = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id)
-        try:
-            reservation = await self._service.reserve(request, requester)
-        except LimitRefused as error:
-            await self._refuse(interaction, refusal_message(error))
-            return
-        except ShuttingDown:
-            await self._refuse(
-                interaction, "The bot is restarting and takes no new requests. Try again shortly."
-            )
-            return
+        async with AsyncExitStack() as stack:
+            try:
+                generation = await stack.enter_async_context(
+                    self._service.start(request, requester)
+                )
+            except LimitRefused as error:
+                await self._refuse(interaction, refusal_message(error))
+                return
+            except ShuttingDown:
+                await self._refuse(
+                    interaction,
+                    "The bot is restarting and takes no new requests. Try again shortly.",
+                )
+                return
+            except LedgerBusy:
+                log.warning("reservation refused: the database is locked by another process")
+                await self._refuse(
+                    interaction,
+                    "\u26a0\ufe0f The bot's usage log is busy right now, so nothing was started "
+                    "and nothing was charged. Please try again in a few seconds.",
+                )
+                return
+            await self._run(interaction, generation)
+
+    async def _run(self, interaction: discord.Interaction, generation: Generation) -> None:
+        """Acknowledge, generate and deliver; every unexpected failure is answered here."""
         try:
             await interaction.response.defer(thinking=True)
-        except discord.HTTPException:
-            await self._service.release(reservation)
-            log.warning("could not acknowledge interaction request_id=%s", reservation.request_id)
+        except discord.HTTPException as error:
+            await generation.fail(
+                "not_acknowledged", f"Discord refused the defer: HTTP {error.status}"
+            )
             return
-        async with self._service.tracking():
-            await self._generate_and_deliver(interaction, reservation)
-
-    async def _generate_and_deliver(
-        self, interaction: discord.Interaction, reservation: Reservation
-    ) -> None:
-        async def show_queued(position: int) -> None:
+        try:
+            await self._generate_and_deliver(interaction, generation)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupted(interaction, generation))
+            raise
+        except Exception as error:
+            error_id = uuid.uuid4().hex[:8]
+            log.error(
+                "unhandled error error_id=%s request_id=%s user=%s guild=%s",
+                error_id,
+                generation.request_id,
+                interaction.user.id,
+                interaction.guild_id,
+                exc_info=error,
+            )
+            await generation.fail("internal_error", f"error_id={error_id} {type(error).__name__}")
+            charged = (
+                "The image service had already made the images, so the call counts toward "
+                "the server's spend, but not against your images."
+                if generation.billed
+                else "Nothing was charged."
+            )
             await self._edit(
                 interaction,
-                f"\u23f3 Queued: the bot is busy, {count(position, 'request')} waiting "
-                "including yours. "
-                "Your images start as soon as a slot frees up.",
+                f"\u274c Something went wrong on the bot's side. {charged} "
+                f"(error id `{error_id}`; a server admin can find it in the bot's log)",
             )
 
+    async def _generate_and_deliver(
+        self, interaction: discord.Interaction, generation: Generation
+    ) -> None:
+        async def show_position(position: int) -> None:
+            await self._edit(interaction, queue_text(position))
+
         try:
-            result = await self._service.generate(reservation, on_queued=show_queued)
+            result = await generation.call_upstream(on_position=show_position)
         except UpstreamError as error:
             await self._edit(interaction, f"\u274c {error.user_message}")
             if error.kind is ErrorKind.CONFIGURATION:
                 log.error("CometAPI refused the bot's API key: check COMETAPI_KEY (%s)", error)
                 await self._tell_owner(interaction, error)
             return
-        except asyncio.CancelledError:
-            await asyncio.shield(self._interrupted(interaction, reservation))
-            raise
-        await self._deliver(interaction, reservation, result)
+        await self._deliver(interaction, generation, result)
 
     async def _tell_owner(self, interaction: discord.Interaction, error: UpstreamError) -> None:
         client = interaction.client
@@ -182,98 +232,141 @@ class ImagineCog(commands.Cog):
             )
 
     async def _deliver(
-        self, interaction: discord.Interaction, reservation: Reservation, result: GenerationResult
+        self, interaction: discord.Interaction, generation: Generation, result: GenerationResult
     ) -> None:
-        request = reservation.request
+        request = generation.request
         try:
-            fitted = await fit_images(result.images, interaction.filesize_limit)
-        except NotAnImage as error:
-            await self._service.record_failure(reservation, "image_too_large", str(error))
-            await self._edit(interaction, "\u274c The image is too large for Discord to accept.")
+            # Verifying and re-encoding are CPU work: one worker thread for the whole list.
+            fitted = await asyncio.to_thread(
+                prepare_for_upload, result.images, interaction.filesize_limit
+            )
+        except CorruptImage as error:
+            await generation.fail("corrupt_image", str(error))
+            await self._edit(
+                interaction,
+                "\u274c The image service sent back a damaged image, so the bot did not post it. "
+                "It does not count against your images; please try again.",
+            )
+            return
+        except ImageTooLarge as error:
+            await generation.fail("image_too_large", str(error))
+            await self._edit(
+                interaction,
+                "\u274c The image is too large for Discord to accept, even re-encoded. "
+                "It does not count against your images.",
+            )
             return
         notes = sorted({image.note for image in fitted if image.note})
         embed = result_embed(
-            request, result, reservation.elapsed_ms() / 1000, note="; ".join(notes) or None
+            request, result, generation.elapsed_ms() / 1000, note="; ".join(notes) or None
         )
-        batches = list(batched(fitted, MAX_ATTACHMENTS))
+        messages = pack_messages(fitted)
+        generation.uploading()
         try:
             if interaction.is_expired():
-                await self._deliver_to_channel(interaction, request.model, embed, batches)
+                await self._deliver_to_channel(interaction, generation, embed, messages)
             else:
-                await self._deliver_to_interaction(interaction, request.model, embed, batches)
+                await self._deliver_to_interaction(interaction, generation, embed, messages)
         except (discord.HTTPException, DeliveryImpossible) as error:
             detail = (
                 f"Discord refused the images: HTTP {error.status}"
                 if isinstance(error, discord.HTTPException)
                 else str(error)
             )
-            await self._service.record_failure(reservation, "delivery_failed", detail)
-            await self._edit(
-                interaction,
-                "\u274c The images were made but Discord would not accept them. "
-                "They do not count against your allowance.",
-            )
+            await generation.fail("delivery_failed", detail)
+            received = generation.images_sent
+            await self._tell_failed_delivery(interaction, received)
             return
-        await self._service.record_delivery(reservation, result, len(fitted))
+        await generation.delivered()
+
+    async def _tell_failed_delivery(self, interaction: discord.Interaction, received: int) -> None:
+        if received:
+            text = (
+                f"\u274c Discord accepted only {received} of the images. Only the images you "
+                "received count against your allowance."
+            )
+        else:
+            text = (
+                "\u274c The images were made but Discord would not accept them. "
+                "They do not count against your allowance."
+            )
+        await self._edit_or_follow(interaction, text, received=received)
 
     async def _deliver_to_interaction(
         self,
         interaction: discord.Interaction,
-        model: str,
+        generation: Generation,
         embed: discord.Embed,
-        batches: list[tuple[FittedImage, ...]],
+        messages: list[tuple[FittedImage, ...]],
     ) -> None:
+        model = generation.request.model
+        first = 0
         try:
-            await interaction.edit_original_response(
-                content=None,
-                embed=embed,
-                attachments=as_files(batches[0], model),
-                allowed_mentions=_NO_MENTIONS,
-            )
-            for batch in batches[1:]:
-                await interaction.followup.send(
-                    files=as_files(batch, model), allowed_mentions=_NO_MENTIONS, wait=True
-                )
+            for index, batch in enumerate(messages):
+                if index == 0:
+                    await interaction.edit_original_response(
+                        content=None,
+                        embed=embed,
+                        attachments=as_files(batch, model, first),
+                        allowed_mentions=_NO_MENTIONS,
+                    )
+                else:
+                    await interaction.followup.send(
+                        files=as_files(batch, model, first),
+                        allowed_mentions=_NO_MENTIONS,
+                        wait=True,
+                    )
+                generation.sent(len(batch))
+                first += len(batch)
         except discord.HTTPException as error:
             # 401/50027: the 15-minute interaction token ran out while the images were made.
             if error.status != 401:
                 raise
-            await self._deliver_to_channel(interaction, model, embed, batches)
+            await self._deliver_to_channel(interaction, generation, embed, messages[index:])
 
     async def _deliver_to_channel(
         self,
         interaction: discord.Interaction,
-        model: str,
-        embed: discord.Embed,
-        batches: list[tuple[FittedImage, ...]],
+        generation: Generation,
+        embed: discord.Embed | None,
+        messages: list[tuple[FittedImage, ...]],
     ) -> None:
         channel = interaction.channel
         if not isinstance(channel, discord.abc.Messageable):
             raise DeliveryImpossible("the interaction expired and there is no channel to post in")
         user = interaction.user
+        model = generation.request.model
         mention_only_requester = discord.AllowedMentions(
             everyone=False, roles=False, users=[user], replied_user=False
         )
-        for index, batch in enumerate(batches):
+        first = generation.images_sent
+        for index, batch in enumerate(messages):
             if index == 0:
                 await channel.send(
                     content=f"{user.mention}, your /imagine images are ready.",
-                    embed=embed,
-                    files=as_files(batch, model),
+                    embed=embed or discord.utils.MISSING,
+                    files=as_files(batch, model, first),
                     allowed_mentions=mention_only_requester,
                 )
             else:
-                await channel.send(files=as_files(batch, model), allowed_mentions=_NO_MENTIONS)
+                await channel.send(
+                    files=as_files(batch, model, first), allowed_mentions=_NO_MENTIONS
+                )
+            generation.sent(len(batch))
+            first += len(batch)
 
-    async def _interrupted(
-        self, interaction: discord.Interaction, reservation: Reservation
-    ) -> None:
-        await self._service.record_interrupted(reservation)
-        await self._edit(
-            interaction,
-            "\u26a0\ufe0f The bot restarted before your images were ready. "
-            "They do not count against your allowance; please try again.",
-        )
+    async def _interrupted(self, interaction: discord.Interaction, generation: Generation) -> None:
+        if generation.billed:
+            text = (
+                "\u26a0\ufe0f The bot restarted while sending your images; some may not have "
+                "arrived. Only the images you received count against your allowance."
+            )
+        else:
+            text = (
+                "\u26a0\ufe0f The bot restarted before your images were ready. "
+                "They do not count against your allowance; please try again."
+            )
+        await self._edit_or_follow(interaction, text, received=generation.images_sent)
 
     async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
         await answer(interaction, text)
@@ -285,6 +378,20 @@ class ImagineCog(commands.Cog):
             )
         except discord.HTTPException as error:
             log.warning("could not update the user's message: HTTP %s", error.status)
+
+    async def _edit_or_follow(
+        self, interaction: discord.Interaction, text: str, *, received: int
+    ) -> None:
+        """Say what went wrong without taking away images the member already received."""
+        if not received:
+            await self._edit(interaction, text)
+            return
+        try:
+            await interaction.followup.send(
+                text, ephemeral=True, allowed_mentions=_NO_MENTIONS, wait=True
+            )
+        except discord.HTTPException as error:
+            log.warning("could not tell the user about the delivery: HTTP %s", error.status)
 
     @imagine.autocomplete("size")
     async def _size_autocomplete(

@@ -22,6 +22,8 @@ class UsageCog(commands.Cog):
         self._service = service
 
     @app_commands.command(name="usage", description="Your image generations and today's allowance")
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    @app_commands.allowed_installs(guilds=True, users=False)
     @app_commands.describe(period="Which period to count (default: the last 30 days)")
     @app_commands.choices(period=PERIOD_CHOICES)
     async def usage(self, interaction: discord.Interaction, period: str | None = None) -> None:
@@ -37,8 +39,8 @@ class UsageCog(commands.Cog):
         ledger = self._service.ledger
         user_id = interaction.user.id
         window = window_for(chosen, ledger.now())
-        report = await build_report(ledger.connection, Scope(user_id=user_id), window)
-        allowance = await self._service.allowance(user_id, interaction.guild_id)
+        report = await build_report(ledger.reader, Scope(user_id=user_id), window)
+        allowance = await self._service.allowance(user_id, interaction.guild_id, own=True)
         embed = member_report_embed(report, "Your image usage", allowance)
         await interaction.response.send_message(
             embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
