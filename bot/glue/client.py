@@ -57,6 +57,11 @@ class ImagineBot(commands.AutoShardedBot):
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
+        # The bot never joins voice: discord.py's start-up warnings about missing voice
+        # libraries (PyNaCl, davey) would only alarm operators. These class flags are the
+        # library's own warn-once switches, read when a client is built.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,

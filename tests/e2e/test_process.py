@@ -66,6 +66,9 @@ async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path:
     assert code == 0, log
     assert took < 1 + 10, took
     assert "Traceback" not in log
+    assert "voice will NOT be supported" not in log
+    startup = "".join(lines)
+    assert " WARNING " not in startup and "WARNING" not in startup.split("ready as")[0], startup
     assert fake.token not in log
     assert COMET_KEY not in log
     assert "stopped cleanly" in log
