@@ -1,17 +1,187 @@
-"""Validation of /imagine options against the catalog, and the request bodies it produces."""
+"""Validation of /imagine options against the documented model table, and the bodies it sends."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import re
+import unicodedata
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from bot.core.catalog import CATALOG
 from bot.core.validation import ImagineOptions, InvalidOption, validate
 
 BASE = ImagineOptions(prompt="a paper boat on a pond")
+
+
+# --- The oracle: what each model takes, as the documentation states it -----------------------
+# Written from the README's model table and shared/specs/api-notes.md (A.1, B1, B4), and kept
+# apart from bot/core/catalog.py on purpose: the property tests below check validation against
+# this table, so a wrong value in the catalog shows up as a disagreement instead of being
+# checked against itself.
+
+DEFAULT_MODEL = "gpt-image-1"
+GPT_SIZES = frozenset({"auto", "1024x1024", "1536x1024", "1024x1536"})
+GPT_QUALITIES = frozenset({"auto", "low", "medium", "high"})
+STYLES = frozenset({"vivid", "natural"})
+BACKGROUNDS = frozenset({"auto", "transparent", "opaque"})
+OUTPUT_FORMATS = frozenset({"png", "jpeg", "webp"})
+# output_compression only "with webp/jpeg"; png is the default format (api-notes A.1).
+LOSSY_FORMATS = frozenset({"jpeg", "webp"})
+DEFAULT_FORMAT = "png"
+
+
+@dataclass(frozen=True)
+class Takes:
+    """What one model accepts."""
+
+    sizes: frozenset[str]
+    qualities: frozenset[str]
+    max_n: int
+    prompt_limit: int
+    style: bool = False  # vivid/natural: dall-e-3 only
+    gpt_options: bool = False  # background, output_format, output_compression
+    any_size: bool = False  # gpt-image-2: WIDTHxHEIGHT under the rule below
+    response_format: str | None = None  # DALL·E: the bot asks for the bytes, not a 60-min URL
+    always_states_n: bool = False  # qwen-image: "send only model, prompt, n=1 and size" (B4)
+
+
+GPT_IMAGE = Takes(GPT_SIZES, GPT_QUALITIES, max_n=10, prompt_limit=32_000, gpt_options=True)
+
+
+DOCUMENTED: dict[str, Takes] = {
+    "dall-e-3": Takes(
+        frozenset({"1024x1024", "1792x1024", "1024x1792"}),
+        frozenset({"standard", "hd"}),
+        max_n=1,
+        prompt_limit=4000,
+        style=True,
+        response_format="b64_json",
+    ),
+    "dall-e-2": Takes(
+        frozenset({"256x256", "512x512", "1024x1024"}),
+        frozenset({"standard"}),
+        max_n=10,
+        prompt_limit=1000,
+        response_format="b64_json",
+    ),
+    "gpt-image-1": GPT_IMAGE,
+    "gpt-image-1-mini": GPT_IMAGE,
+    "gpt-image-1.5": GPT_IMAGE,
+    "gpt-image-2": Takes(
+        GPT_SIZES
+        | {"2048x2048", "2048x1152", "1152x2048", "2560x1440", "1440x2560"}
+        | {"3840x2160", "2160x3840"},
+        GPT_QUALITIES,
+        max_n=10,
+        prompt_limit=32_000,
+        gpt_options=True,
+        any_size=True,
+    ),
+    "qwen-image": Takes(
+        frozenset({"1328x1328", "1664x928", "928x1664", "1472x1140", "1140x1472"}),
+        frozenset(),
+        max_n=1,
+        prompt_limit=800,
+        always_states_n=True,
+    ),
+}
+
+# gpt-image-2's free sizes: both sides multiples of 16, aspect ratio within 3:1, no larger than
+# 3840x2160 (either way round). The spec adds "the model's pixel and edge limits"; OpenAI's
+# image guide (and the gateways that copy it) put the pixel count at 655,360 to 8,294,400.
+MIN_PIXELS = 655_360
+MAX_PIXELS = 3840 * 2160
+
+
+def custom_size_ok(width: int, height: int) -> bool:
+    long_side, short_side = max(width, height), min(width, height)
+    return (
+        width % 16 == 0
+        and height % 16 == 0
+        and long_side <= 3 * short_side
+        and long_side <= 3840
+        and short_side <= 2160
+        and MIN_PIXELS <= width * height <= MAX_PIXELS
+    )
+
+
+def typed_size(text: str) -> str:
+    """A size as users may type it ("1536 x 864", a multiplication sign, " AUTO ") in API form."""
+    return text.strip().lower().replace("\u00d7", "x").replace(" ", "")
+
+
+def size_ok(takes: Takes, size: str) -> bool:
+    if size in takes.sizes:
+        return True
+    sides = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", size)
+    return takes.any_size and sides is not None and custom_size_ok(int(sides[1]), int(sides[2]))
+
+
+def prompt_ok(text: str, limit: int) -> bool:
+    """Not empty, no control characters but line breaks and tabs, within the model's limit."""
+    controls = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t"]
+    return bool(text) and not controls and len(text) <= limit
+
+
+def judge(prompt: str, values: dict[str, Any]) -> tuple[dict[str, Any] | None, set[str]]:
+    """The body the documentation allows for this request, or the options at fault."""
+    model = values.get("model", DEFAULT_MODEL)
+    takes = DOCUMENTED.get(model)
+    if takes is None:
+        return None, {"model"}  # nothing else can be judged without the model
+    faults: set[str] = set()
+    text = prompt.strip()
+    if not prompt_ok(text, takes.prompt_limit):
+        faults.add("prompt")
+    n = values.get("n", 1)
+    if not 1 <= n <= takes.max_n:
+        faults.add("n")
+    size = values.get("size")
+    if size is not None:
+        size = typed_size(size)
+        if not size_ok(takes, size):
+            faults.add("size")
+    quality = values.get("quality")
+    if quality is not None and quality not in takes.qualities:
+        faults.add("quality")
+    style = values.get("style")
+    if style is not None and not (takes.style and style in STYLES):
+        faults.add("style")
+    background, output_format = values.get("background"), values.get("output_format")
+    if background is not None and not (takes.gpt_options and background in BACKGROUNDS):
+        faults.add("background")
+    if output_format is not None and not (takes.gpt_options and output_format in OUTPUT_FORMATS):
+        faults.add("output_format")
+    compression = values.get("output_compression")
+    shown_format = output_format or DEFAULT_FORMAT
+    if compression is not None and not (
+        takes.gpt_options and 0 <= compression <= 100 and shown_format in LOSSY_FORMATS
+    ):
+        faults.add("output_compression")
+    # "For transparent, set the output format to png or webp" (A.1).
+    if takes.gpt_options and background == "transparent" and shown_format == "jpeg":
+        faults.add("background")
+    if faults:
+        return None, faults
+    body: dict[str, Any] = {"model": model, "prompt": text}
+    if n != 1 or takes.always_states_n:
+        body["n"] = n
+    chosen = {
+        "size": size,
+        "quality": quality,
+        "style": style,
+        "background": background,
+        "output_format": output_format,
+        "output_compression": compression,
+        "response_format": takes.response_format,
+    }
+    body.update({key: value for key, value in chosen.items() if value is not None})
+    return body, set()
+
 
 REFUSED = [
     # (model, changes, option named in the refusal)
@@ -66,12 +236,12 @@ def test_refusal_lists_the_allowed_values() -> None:
     """A wrong size names the sizes the model takes."""
     with pytest.raises(InvalidOption) as caught:
         validate(replace(BASE, model="dall-e-3", size="512x512"), "dall-e-3")
-    for size in CATALOG["dall-e-3"].sizes:
+    for size in DOCUMENTED["dall-e-3"].sizes:
         assert size in caught.value.message
 
 
 @pytest.mark.parametrize(
-    ("model", "limit"), [(name, spec.prompt_limit) for name, spec in CATALOG.items()]
+    ("model", "limit"), [(name, takes.prompt_limit) for name, takes in DOCUMENTED.items()]
 )
 def test_prompt_at_the_limit_is_accepted(model: str, limit: int) -> None:
     """A prompt of exactly the model's limit passes."""
@@ -144,15 +314,55 @@ def test_shown_size_and_quality_fall_back_to_model_defaults() -> None:
     assert (request.shown_size, request.shown_quality) == ("1024x1024", "standard")
 
 
+def test_the_bot_knows_exactly_the_documented_models() -> None:
+    """Every documented model is offered, and no undocumented one."""
+    assert set(CATALOG) == set(DOCUMENTED)
+
+
+ALL_SIZES = sorted(set().union(*(takes.sizes for takes in DOCUMENTED.values())))
+# Just inside and just outside each part of gpt-image-2's rule, worked out from the rule.
+EDGE_SIZES = [
+    "1024x640",  # 655,360 pixels: the least allowed
+    "1008x640",  # fewer pixels than that
+    "1536x512",  # exactly 3:1
+    "1552x512",  # just over 3:1
+    "3072x768",  # 4:1
+    "3840x1280",  # the longest side, at 3:1
+    "3856x1296",  # longer than 3840
+    "2160x2160",  # the shortest side at its most
+    "2176x2176",  # within 3840 but wider than 2160 both ways
+    "2880x2880",  # 8,294,400 pixels, yet not within 3840x2160
+    "1000x1000",  # not multiples of 16
+    "1024x1000",
+    "01024x1024",  # a leading zero is not WIDTHxHEIGHT
+    "1024x1024x16",
+    "x1024",
+    "",
+]
+SIZES = st.one_of(
+    st.sampled_from(ALL_SIZES),
+    st.sampled_from(EDGE_SIZES),
+    st.sampled_from(ALL_SIZES).map(lambda size: f"  {size.upper().replace('X', ' X ')} "),
+    st.text(max_size=12),
+    st.builds(lambda w, h: f"{w}x{h}", st.integers(1, 5000), st.integers(1, 5000)),
+    # Multiples of 16, so that gpt-image-2's rule is met often, and typed in several ways.
+    st.builds(
+        lambda w, h, sep: f"{16 * w}{sep}{16 * h}",
+        st.integers(1, 300),
+        st.integers(1, 300),
+        st.sampled_from(["x", " x ", "X", "\u00d7"]),
+    ),
+)
+PROMPTS = st.one_of(
+    st.text(max_size=1200),
+    st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=60),
+    st.integers(790, 1010).map(lambda length: " y" * (length // 2)),
+)
 OPTION_VALUES = st.fixed_dictionaries(
     {},
     optional={
-        "model": st.sampled_from([*CATALOG, "unknown-model", ""]),
-        "size": st.one_of(
-            st.sampled_from(sorted({s for spec in CATALOG.values() for s in spec.sizes})),
-            st.text(max_size=12),
-            st.builds(lambda w, h: f"{w}x{h}", st.integers(1, 5000), st.integers(1, 5000)),
-        ),
+        "model": st.sampled_from([*DOCUMENTED, "unknown-model", "DALL-E-3"]),
+        "size": SIZES,
         "quality": st.sampled_from(["auto", "low", "medium", "high", "hd", "standard", "x"]),
         "n": st.integers(-2, 12),
         "style": st.sampled_from(["vivid", "natural", "odd"]),
@@ -163,49 +373,129 @@ OPTION_VALUES = st.fixed_dictionaries(
 )
 
 
-@given(prompt=st.text(max_size=1200), values=OPTION_VALUES)
-def test_validator_accepts_only_what_the_catalog_allows(
-    prompt: str, values: dict[str, object]
+def check_against_the_oracle(prompt: str, values: dict[str, Any]) -> bool:
+    """Validate, and assert the outcome is the oracle's; True when the request was accepted.
+
+    A request the oracle allows must pass (an InvalidOption fails the test) and produce the
+    oracle's body; one it refuses must be refused naming an option the oracle finds at fault.
+    """
+    expected, faults = judge(prompt, values)
+    options = ImagineOptions(prompt=prompt, **values)
+    if faults:
+        with pytest.raises(InvalidOption) as caught:
+            validate(options, DEFAULT_MODEL)
+        refusal = caught.value
+        assert refusal.option in faults, (refusal.option, refusal.message, faults)
+        assert f"`{refusal.option}`" in refusal.message
+        return False
+    assert validate(options, DEFAULT_MODEL).payload() == expected
+    return True
+
+
+SWEEP_PROMPTS = ["", " \n ", "a\x00b", "a\x7fb", "line one\nline two\ttab", "\u00e9t\u00e9"]
+SWEEP_VALUES: dict[str, list[Any]] = {
+    "size": [*ALL_SIZES, *EDGE_SIZES, " 1024 X 1024 ", "1536\u00d7864", "AUTO"],
+    "quality": ["auto", "low", "medium", "high", "hd", "standard", "HD", "x"],
+    "n": [-1, 0, 1, 2, 3, 9, 10, 11],
+    "style": ["vivid", "natural", "Vivid", "odd"],
+    "background": ["auto", "transparent", "opaque", "odd"],
+    "output_format": ["png", "jpeg", "webp", "gif", "PNG"],
+    "output_compression": [-1, 0, 1, 50, 99, 100, 101],
+}
+
+
+def sweep_cases(model: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every option alone, each format with each background and compression, edge prompts."""
+    limit = DOCUMENTED[model].prompt_limit
+    base = "a paper boat on a pond"
+    cases = [(base, {"model": model})]
+    cases += [(prompt, {"model": model}) for prompt in SWEEP_PROMPTS]
+    cases += [("y" * length, {"model": model}) for length in (limit, limit + 1)]
+    cases += [(f"  {'y' * limit}\n", {"model": model})]
+    for option, values in SWEEP_VALUES.items():
+        cases += [(base, {"model": model, option: value}) for value in values]
+    for output_format in SWEEP_VALUES["output_format"]:
+        for option in ("background", "output_compression"):
+            cases += [
+                (base, {"model": model, "output_format": output_format, option: value})
+                for value in SWEEP_VALUES[option]
+            ]
+    return cases
+
+
+@pytest.mark.parametrize("model", sorted(DOCUMENTED))
+def test_each_option_value_is_judged_like_the_documentation(model: str) -> None:
+    """Every value of every option, alone or with a format, on every model: the oracle's call."""
+    wrong: list[tuple[str, dict[str, Any], str]] = []
+    for prompt, values in sweep_cases(model):
+        try:
+            check_against_the_oracle(prompt, values)
+        except (AssertionError, InvalidOption, pytest.fail.Exception) as error:
+            wrong.append((prompt[:20], values, str(error).splitlines()[0]))
+    assert wrong == []
+
+
+@settings(max_examples=400)
+@given(prompt=PROMPTS, values=OPTION_VALUES)
+def test_validator_agrees_with_the_documented_model_table(
+    prompt: str, values: dict[str, Any]
 ) -> None:
-    """Property: validation either refuses with a named option, or yields a body the model takes."""
-    options = ImagineOptions(prompt=prompt, **values)  # type: ignore[arg-type]
-    try:
-        request = validate(options, "gpt-image-1")
-    except InvalidOption as refusal:
-        refused = refusal
-    else:
-        refused = None
-    if refused is not None:
-        assert refused.option in {
-            "prompt",
-            "model",
-            "size",
-            "quality",
-            "n",
-            "style",
-            "background",
-            "output_format",
-            "output_compression",
-        }
-        assert f"`{refused.option}`" in refused.message
-        return
-    spec = request.spec
-    body = request.payload()
-    assert body["model"] == spec.name
-    assert 0 < len(body["prompt"]) <= spec.prompt_limit
-    assert 1 <= body.get("n", 1) <= spec.max_n
-    if "size" in body:
-        assert spec.accepts_size(body["size"])
-    if "quality" in body:
-        assert body["quality"] in spec.qualities
-    if not spec.supports_style:
-        assert "style" not in body
-    if not spec.supports_gpt_options:
-        assert not {"background", "output_format", "output_compression"} & set(body)
-    if spec.response_format is None:
-        assert "response_format" not in body
-    if "output_compression" in body:
-        assert body["output_format"] in ("jpeg", "webp")
+    """Property: accepted exactly when the oracle allows it, with the oracle's body; otherwise
+    refused naming one of the options the oracle finds at fault."""
+    accepted = check_against_the_oracle(prompt, values)
+    event("accepted" if accepted else "refused")
+
+
+@st.composite
+def documented_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A request built only from values the oracle's table allows for the drawn model."""
+    model = draw(st.sampled_from(sorted(DOCUMENTED)))
+    takes = DOCUMENTED[model]
+    text = draw(
+        st.one_of(
+            st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=200).filter(str.strip),
+            st.just("y" * takes.prompt_limit),
+        )
+    )
+    prompt = draw(st.sampled_from(["", " ", "\n"])) + text + draw(st.sampled_from(["", "\t "]))
+    values: dict[str, Any] = {"model": model}
+
+    def maybe(key: str, strategy: st.SearchStrategy[Any]) -> Any:
+        value = draw(st.none() | strategy)
+        if value is not None:
+            values[key] = value
+        return value
+
+    maybe("n", st.integers(1, takes.max_n))
+    sizes = st.sampled_from(sorted(takes.sizes))
+    if takes.any_size:
+        custom = st.tuples(st.integers(20, 240), st.integers(20, 240)).map(
+            lambda sides: (16 * sides[0], 16 * sides[1])
+        )
+        sizes |= custom.filter(lambda wh: custom_size_ok(*wh)).map(lambda wh: f"{wh[0]}x{wh[1]}")
+    maybe("size", sizes)
+    if takes.qualities:
+        maybe("quality", st.sampled_from(sorted(takes.qualities)))
+    if takes.style:
+        maybe("style", st.sampled_from(sorted(STYLES)))
+    if takes.gpt_options:
+        output_format = maybe("output_format", st.sampled_from(sorted(OUTPUT_FORMATS)))
+        backgrounds = BACKGROUNDS - {"transparent"} if output_format == "jpeg" else BACKGROUNDS
+        maybe("background", st.sampled_from(sorted(backgrounds)))
+        if output_format in LOSSY_FORMATS:
+            maybe("output_compression", st.sampled_from([0, 100]) | st.integers(0, 100))
+    return prompt, values
+
+
+@settings(max_examples=300)
+@given(request=documented_requests())
+def test_every_documented_request_is_accepted_with_its_body(
+    request: tuple[str, dict[str, Any]],
+) -> None:
+    """Property: whatever the table allows is accepted and sent exactly as the oracle says."""
+    prompt, values = request
+    assert judge(prompt, values)[1] == set()
+    assert check_against_the_oracle(prompt, values)
 
 
 def test_refusal_of_a_huge_value_fits_a_discord_message() -> None:
