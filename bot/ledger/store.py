@@ -455,6 +455,11 @@ async def connect_reader(uri: str) -> aiosqlite.Connection:
     return db
 
 
+def _read_only_uri(path: Path) -> str:
+    # Once, at start: resolving the path touches the file system.
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
 @asynccontextmanager
 async def open_ledger(
     path: Path, clock: Callable[[], datetime] = utc_now
@@ -464,7 +469,7 @@ async def open_ledger(
     Raises LedgerInUse when another bot process has the file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    reader_uri = f"{Path(os.path.abspath(path)).as_uri()}?mode=ro"
+    reader_uri = _read_only_uri(path)
     lock = _ProcessLock(path)
     lock.acquire()
     try:

@@ -20,7 +20,7 @@ from discord.ext import commands
 
 from bot.core.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
 from bot.core.cometapi import ErrorKind, GenerationResult, UpstreamError
-from bot.core.generation import Generation, Requester
+from bot.core.generation import Generation, Phase, Requester
 from bot.core.images import (
     CorruptImage,
     FittedImage,
@@ -209,8 +209,14 @@ class ImagineCog(commands.Cog):
     async def _generate_and_deliver(
         self, interaction: discord.Interaction, generation: Generation
     ) -> None:
+        # A queue notice still in flight when the slot is granted must not land after the
+        # images (it clears attachments): notices and the first upload share a lock.
+        notices = asyncio.Lock()
+
         async def show_position(position: int) -> None:
-            await self._edit(interaction, queue_text(position))
+            async with notices:
+                if generation.phase is Phase.QUEUED:
+                    await self._edit(interaction, queue_text(position))
 
         try:
             result = await generation.call_upstream(on_position=show_position)
@@ -220,7 +226,8 @@ class ImagineCog(commands.Cog):
                 log.error("CometAPI refused the bot's API key: check COMETAPI_KEY (%s)", error)
                 await self._tell_owner(interaction, error)
             return
-        await self._deliver(interaction, generation, result)
+        async with notices:
+            await self._deliver(interaction, generation, result)
 
     async def _tell_owner(self, interaction: discord.Interaction, error: UpstreamError) -> None:
         client = interaction.client
@@ -290,7 +297,11 @@ class ImagineCog(commands.Cog):
                 "\u274c The images were made but Discord would not accept them. "
                 "They do not count against your allowance."
             )
-        await self._edit_or_follow(interaction, text, received=received)
+        if received:
+            await self._follow_up(interaction, text, ephemeral=True)
+        else:
+            # Discord refused the upload, so the message still holds no image to keep.
+            await self._edit(interaction, text)
 
     async def _deliver_to_interaction(
         self,
@@ -366,7 +377,11 @@ class ImagineCog(commands.Cog):
                 "\u26a0\ufe0f The bot restarted before your images were ready. "
                 "They do not count against your allowance; please try again."
             )
-        await self._edit_or_follow(interaction, text, received=generation.images_sent)
+        if generation.billed:
+            # An upload may have landed without the bot knowing: never edit it away.
+            await self._follow_up(interaction, text, ephemeral=generation.images_sent > 0)
+        else:
+            await self._edit(interaction, text)
 
     async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
         await answer(interaction, text)
@@ -379,16 +394,17 @@ class ImagineCog(commands.Cog):
         except discord.HTTPException as error:
             log.warning("could not update the user's message: HTTP %s", error.status)
 
-    async def _edit_or_follow(
-        self, interaction: discord.Interaction, text: str, *, received: int
+    async def _follow_up(
+        self, interaction: discord.Interaction, text: str, *, ephemeral: bool
     ) -> None:
-        """Say what went wrong without taking away images the member already received."""
-        if not received:
-            await self._edit(interaction, text)
-            return
+        """A new message beside the result, so images the member received stay.
+
+        Ephemeral only when the result is known to be posted: the first follow-up after a
+        defer takes the deferred message's place and its visibility.
+        """
         try:
             await interaction.followup.send(
-                text, ephemeral=True, allowed_mentions=_NO_MENTIONS, wait=True
+                text, ephemeral=ephemeral, allowed_mentions=_NO_MENTIONS, wait=True
             )
         except discord.HTTPException as error:
             log.warning("could not tell the user about the delivery: HTTP %s", error.status)
