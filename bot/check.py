@@ -101,7 +101,12 @@ async def check_database(settings: Settings) -> CheckResult:
             pass
     except LedgerInUse as error:
         # The running bot holds the file: that is the normal case while it runs.
-        return CheckResult("Database", True, f"{settings.database_path}: in use, {error}")
+        return CheckResult(
+            "Database",
+            True,
+            f"{settings.database_path} is in use by the running bot (pid {error.holder}); "
+            "not opened",
+        )
     except Exception as error:  # any failure here is the operator's to see, in words
         return CheckResult("Database", False, f"{settings.database_path}: {error}")
     return CheckResult(

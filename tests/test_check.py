@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from bot.__main__ import main
 from bot.check import run_checks
+from bot.ledger.store import open_ledger
 from bot.settings import Settings
 from tests.fakes.fake_cometapi import FakeCometAPI
 from tests.fakes.fake_discord import FakeDiscord
@@ -101,3 +103,16 @@ def test_check_command_prints_and_sets_the_exit_status(
     assert out.count("[FAIL]") == 2
     assert "[ok  ] Database" in out
     assert KEY not in out
+
+
+async def test_the_database_of_a_running_bot_is_reported_in_use_not_opened(
+    fakes: tuple[FakeDiscord, FakeCometAPI], tmp_path: Path
+) -> None:
+    """While the bot holds the file, check says so (with its pid) instead of failing."""
+    settings = settings_for(*fakes, tmp_path)
+    async with open_ledger(settings.database_path):
+        results = await run_checks(settings)
+    database = results[2]
+    assert database.ok
+    assert f"pid {os.getpid()}" in database.detail
+    assert "in use" in database.detail

@@ -159,6 +159,10 @@ class DailyCounts:
 class LedgerInUse(RuntimeError):
     """Another bot process has this SQLite file open; the message says what to do."""
 
+    def __init__(self, message: str, *, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
 
 class _ProcessLock:
     """An exclusive lock beside the database file for the life of one bot process.
@@ -182,7 +186,8 @@ class _ProcessLock:
             raise LedgerInUse(
                 f"another imagine-bot process (pid {holder}) is using {self._path.with_suffix('')}"
                 "; one SQLite file serves one process. Stop the other process, or give this "
-                "one its own DATABASE_PATH."
+                "one its own DATABASE_PATH.",
+                holder=holder,
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
