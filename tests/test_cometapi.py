@@ -317,6 +317,27 @@ async def test_url_download_failures(
     with pytest.raises(UpstreamError) as caught:
         await client.generate(request_for("dall-e-3"), request_id=REQUEST_ID)
     assert caught.value.kind is ErrorKind.DOWNLOAD_FAILED
+    # Upstream answered 200 and made the images: the failure after it is billed.
+    assert caught.value.billed
+
+
+@pytest.mark.parametrize(
+    ("reply", "billed"),
+    [
+        (Reply.json({"created": 1, "data": [{"b64_json": "%%%"}]}), True),
+        (Reply.error(400, "no"), False),
+        (Reply.error(500, "boom"), False),
+    ],
+    ids=["unusable-200", "400", "500"],
+)
+async def test_only_a_failure_after_a_200_is_billed(
+    client: CometAPIClient, api: FakeCometAPI, reply: Reply, billed: bool
+) -> None:
+    """An error status is not billed; a 200 the bot cannot use is."""
+    api.default = reply
+    with pytest.raises(UpstreamError) as caught:
+        await client.generate(request_for("dall-e-3"), request_id=REQUEST_ID)
+    assert caught.value.billed is billed
 
 
 async def test_url_redirects_within_bound_are_followed(

@@ -113,6 +113,10 @@ class UpstreamError(Exception):
         upstream_request_id: str | None = None,
     ) -> None:
         super().__init__(f"{kind.value}: {detail}")
+        # Set when the failure came after upstream's 200: it made (and billed) the images,
+        # even though the bot could not use them; `usage` is what that answer reported.
+        self.billed = False
+        self.usage: TokenUsage | None = None
         self.kind = kind
         self.detail = detail
         self.status = status
@@ -529,13 +533,17 @@ class CometAPIClient:
         deadline = time.monotonic() + self._timeout_s
         answer = await self._post_with_retries(request.payload(), deadline, request_id)
         loop = asyncio.get_running_loop()
+        parsed: _ParsedResponse | None = None
         try:
             parsed = await loop.run_in_executor(self._decoder, _parse_chunks, answer.chunks)
             images = await self._resolve_urls(parsed.decoded)
         except UpstreamError as error:
-            # An unusable answer was still an answer: the caller stores how it was got.
+            # An unusable answer was still an answer, and a 200 is billed: the caller
+            # stores how it was got and that it cost money.
             error.attempts = answer.attempts
             error.upstream_request_id = answer.upstream_request_id
+            error.billed = True
+            error.usage = parsed.usage if parsed else None
             raise
         return GenerationResult(
             images=images,

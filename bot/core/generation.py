@@ -22,10 +22,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from bot.core.cometapi import CometAPIClient, GenerationResult, UpstreamError
+from bot.core.cometapi import CometAPIClient, GenerationResult, TokenUsage, UpstreamError
 from bot.core.pricing import PriceBook
 from bot.core.slots import FairSlots
 from bot.core.validation import GenerationRequest
@@ -91,11 +91,12 @@ class Generation:
     timings: Timings = field(default_factory=Timings)
     final: FinalStatus | None = None
     _upload_started: float | None = None
+    _answer: UpstreamAnswer | None = None
 
     @property
     def billed(self) -> bool:
-        """Whether upstream answered with images, so the call costs money whatever follows."""
-        return self.result is not None
+        """Whether upstream answered (a 200), so the call costs money whatever follows."""
+        return self._answer is not None
 
     @property
     def finished(self) -> bool:
@@ -119,6 +120,11 @@ class Generation:
                 result = await self._deps.client.generate(self.request, request_id=self.request_id)
             except UpstreamError as error:
                 self.timings.upstream_ms = _ms_since(called_at)
+                if error.billed:
+                    # Upstream made the images (a 200) that the bot could not use.
+                    await self._record_answer(
+                        self.request.n, error.usage, error.attempts, error.upstream_request_id
+                    )
                 await self._finish(
                     FinalStatus(
                         "failed",
@@ -132,7 +138,9 @@ class Generation:
             self.timings.upstream_ms = _ms_since(called_at)
         self.result = result
         self.phase = Phase.DELIVERING
-        await self._record_answer(result)
+        await self._record_answer(
+            len(result.images), result.usage, result.attempts, result.upstream_request_id
+        )
         return result
 
     def uploading(self) -> None:
@@ -175,7 +183,7 @@ class Generation:
                     images_delivered=self.images_sent,
                     error_code="interrupted",
                     error_message=(
-                        f"the bot stopped while uploading: {self.images_sent} of "
+                        f"the bot stopped after upstream answered: {self.images_sent} of "
                         f"{len(self.result.images) if self.result else 0} images confirmed "
                         "delivered, the rest may or may not have reached the member"
                     ),
@@ -190,40 +198,48 @@ class Generation:
                 )
             )
 
-    async def _record_answer(self, result: GenerationResult) -> None:
-        usage = result.usage
+    async def _record_answer(
+        self,
+        images: int,
+        usage: TokenUsage | None,
+        attempts: int,
+        upstream_request_id: str | None,
+    ) -> None:
         request = self.request
         estimate = self._deps.prices.estimate(
             request.model,
             size=request.shown_size,
             quality=request.shown_quality,
-            images=len(result.images),
+            images=images,
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
         )
-        await self._deps.ledger.record_answer(
-            self.row_id,
-            UpstreamAnswer(
-                attempts=result.attempts,
-                upstream_request_id=result.upstream_request_id,
-                input_tokens=usage.input_tokens if usage else None,
-                output_tokens=usage.output_tokens if usage else None,
-                total_tokens=usage.total_tokens if usage else None,
-                cost_usd=estimate.cost_usd,
-                price_source=estimate.source.value if estimate.source else None,
-                price_as_of=estimate.as_of.isoformat() if estimate.as_of else None,
-            ),
+        self._answer = UpstreamAnswer(
+            attempts=attempts,
+            upstream_request_id=upstream_request_id,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            cost_usd=estimate.cost_usd,
+            price_source=estimate.source.value if estimate.source else None,
+            price_as_of=estimate.as_of.isoformat() if estimate.as_of else None,
         )
+        try:
+            await self._deps.ledger.record_answer(self.row_id, self._answer)
+        except LedgerBusy:
+            # The final status carries the answer again; nothing is lost if that one lands.
+            log.error("could not mark the row billed yet request_id=%s", self.request_id)
         self._log(
             logging.INFO,
-            "upstream_ok",
-            f"images={len(result.images)} cost_usd={estimate.cost_usd} "
+            "upstream_ok" if self.result else "upstream_unusable",
+            f"images={images} cost_usd={estimate.cost_usd} "
             f"tokens={usage.total_tokens if usage else None}",
         )
 
     async def _finish(self, final: FinalStatus) -> None:
         if self.finished:
             return
+        final = replace(final, answer=self._answer)
         self.final = final
         self.phase = Phase.FINISHED
         if self._upload_started is not None:
@@ -251,11 +267,11 @@ class Generation:
 
     def _log(self, level: int, outcome: str, extra: str) -> None:
         """One structured line per step, with the fields operators grep for."""
-        result = self.result
-        attempts = result.attempts if result else (self.final.attempts if self.final else None)
+        answer = self._answer
+        attempts = answer.attempts if answer else (self.final.attempts if self.final else None)
         upstream_id = (
-            result.upstream_request_id
-            if result
+            answer.upstream_request_id
+            if answer
             else (self.final.upstream_request_id if self.final else None)
         )
         log.log(

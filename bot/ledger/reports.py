@@ -175,7 +175,9 @@ _BY_MODEL_SELECT: Final = (
     "COUNT(*), "
     "SUM(CASE WHEN status IN ('failed', 'interrupted', 'interrupted_delivery') THEN 1 ELSE 0 END), "
     "COALESCE(SUM(CASE WHEN billed = 1 THEN cost_usd END), 0), "
-    "SUM(CASE WHEN billed = 1 AND cost_usd IS NULL THEN images_delivered ELSE 0 END), "
+    # A billed call without a price: the images upstream made, delivered or not.
+    "SUM(CASE WHEN billed = 1 AND cost_usd IS NULL THEN "
+    "CASE WHEN status = 'delivered' THEN images_delivered ELSE n_requested END ELSE 0 END), "
     "MIN(CASE WHEN billed = 1 THEN price_as_of END), "
     "MAX(CASE WHEN billed = 1 THEN price_as_of END), "
     "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "

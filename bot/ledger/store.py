@@ -137,6 +137,9 @@ class FinalStatus:
     error_message: str | None = None
     attempts: int | None = None
     upstream_request_id: str | None = None
+    answer: UpstreamAnswer | None = None
+    """Upstream's answer again when the call was billed: the final write then carries the
+    billing too, so it is not lost when `record_answer` could not be written."""
 
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
@@ -298,9 +301,8 @@ class UsageLedger:
             )
             if refusal is not None:
                 raise refusal
-        raise QuotaExceeded(
-            ceilings.operator_daily_images or 0, 0, entry.n_requested, next_reset(now)
-        )
+        # Rows kept finishing between each refused insert and its diagnosis: ask for a retry.
+        raise LedgerBusy("the daily counts kept changing while the reservation was checked")
 
     @staticmethod
     def _refusal(
@@ -351,6 +353,7 @@ class UsageLedger:
     async def finish(self, row_id: int, final: FinalStatus, *, latency_ms: int) -> bool:
         """Write the row's one final status; False when it already had one (nothing changes)."""
         message = final.error_message[:_ERROR_MESSAGE_LIMIT] if final.error_message else None
+        answer = final.answer
 
         async def write() -> bool:
             cursor = await self._db.execute(
@@ -358,8 +361,22 @@ class UsageLedger:
                 "error_code = :code, error_message = :message, latency_ms = :latency, "
                 "attempts = COALESCE(:attempts, attempts), "
                 "upstream_request_id = COALESCE(:upstream_id, upstream_request_id), "
+                "billed = MAX(billed, :billed), "
+                "input_tokens = COALESCE(:input_tokens, input_tokens), "
+                "output_tokens = COALESCE(:output_tokens, output_tokens), "
+                "total_tokens = COALESCE(:total_tokens, total_tokens), "
+                "cost_usd = COALESCE(:cost, cost_usd), "
+                "price_source = COALESCE(:price_source, price_source), "
+                "price_as_of = COALESCE(:price_as_of, price_as_of), "
                 "finished_at = :now WHERE id = :id AND status = 'pending'",
                 {
+                    "billed": int(answer is not None),
+                    "input_tokens": answer.input_tokens if answer else None,
+                    "output_tokens": answer.output_tokens if answer else None,
+                    "total_tokens": answer.total_tokens if answer else None,
+                    "cost": answer.cost_usd if answer else None,
+                    "price_source": answer.price_source if answer else None,
+                    "price_as_of": answer.price_as_of if answer else None,
                     "status": final.status,
                     "images": final.images_delivered,
                     "code": final.error_code,
