@@ -195,8 +195,8 @@ class ImagineCog(commands.Cog):
             )
             await generation.fail("internal_error", f"error_id={error_id} {type(error).__name__}")
             charged = (
-                "The image service had already made the images, so the call counts toward "
-                "the server's spend, but not against your images."
+                "The image service had already made (and billed) the images, so the call "
+                "counts as spend, but not against your images."
                 if generation.billed
                 else "Nothing was charged."
             )
