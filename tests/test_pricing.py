@@ -13,10 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from pydantic import SecretStr
 
 from bot.core.catalog import CATALOG
-from bot.core.cometapi import CometAPIClient, GenerationResult, TokenUsage
+from bot.core.cometapi import ErrorKind, UpstreamError
 from bot.core.pricing import (
     BUILTIN_AS_OF,
     BUILTIN_PRICES,
@@ -31,6 +30,7 @@ from bot.core.pricing import (
     PriceSource,
     TokenPrice,
     catalog_url,
+    estimated_tokens,
     fetch_catalog_prices,
     keep_prices_fresh,
     load_cached_prices,
@@ -43,9 +43,10 @@ from bot.core.pricing import (
 )
 from bot.core.service import GenerationService, Requester
 from bot.core.validation import ImagineOptions, validate
-from bot.ledger.store import UsageLedger, open_ledger
-
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+from bot.ledger.store import UsageLedger
+from tests.conftest import NOW, deliver, open_comet_client, service_on
+from tests.fakes.fake_cometapi import FakeCometAPI, Reply
+from tests.fakes.images import make_png
 
 # The example record of api-notes B4, with the fields the catalog documents.
 GPT_IMAGE_2_RECORD = {
@@ -378,12 +379,6 @@ async def test_unreachable_catalog(session: aiohttp.ClientSession) -> None:
         await fetch_catalog_prices(session, "http://127.0.0.1:9/api/models")
 
 
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[UsageLedger]:
-    async with open_ledger(tmp_path / "usage.db", lambda: NOW) as opened:
-        yield opened
-
-
 async def test_refresh_caches_and_survives_an_outage(
     catalog: tuple[Catalog, str],
     session: aiohttp.ClientSession,
@@ -428,29 +423,141 @@ async def test_refresh_runs_at_start_then_daily(
 
 
 async def test_delivered_generations_store_their_cost(
-    ledger: UsageLedger, session: aiohttp.ClientSession, tmp_path: Path
+    service: GenerationService, comet: FakeCometAPI, ledger: UsageLedger, ledger_path: Path
 ) -> None:
-    """The row keeps the estimate, its source and date; a failure stores no cost."""
-    client = CometAPIClient(
-        session, base_url="http://127.0.0.1:9/v1", api_key=SecretStr("k"), timeout_s=1
-    )
-    service = GenerationService(client, ledger, max_concurrent=1, daily_limit=0)
+    """The row keeps the estimate, its source and date; a failure stores no cost.
+
+    The reservation made before the call is kept beside the cost that settled it.
+    """
     who = Requester(1, 10, 20)
-    gpt = await service.reserve(
-        validate(ImagineOptions(prompt="p", model="gpt-image-2", n=2), "dall-e-3"), who
+    # (1500 in, 1500 out) for both images: $0.042 at gpt-image-2's $4 / $24 per M.
+    usage = {"input_tokens": 1500, "output_tokens": 1500, "total_tokens": 3000}
+    comet.queue(
+        Reply.b64([make_png(seed=1), make_png(seed=2)], usage=usage),
+        Reply.url([make_png(seed=3)], usage=None),  # qwen-image reports no tokens
+        Reply.hang(),  # dall-e-3: upstream never answers
     )
-    usage = TokenUsage(input_tokens=1000, output_tokens=2000, total_tokens=3000)
-    await service.record_delivery(gpt, GenerationResult([], usage, 1), 2)
-    qwen = await service.reserve(validate(ImagineOptions(prompt="p", model="qwen-image"), "x"), who)
-    await service.record_delivery(qwen, GenerationResult([], None, 1), 1)
-    failed = await service.reserve(validate(ImagineOptions(prompt="p"), "dall-e-3"), who)
-    await service.record_failure(failed, "timeout", "slow")
-    with closing(sqlite3.connect(tmp_path / "usage.db")) as db:
+    await deliver(service, validate(ImagineOptions(prompt="p", model="gpt-image-2", n=2), "x"), who)
+    await deliver(service, validate(ImagineOptions(prompt="p", model="qwen-image"), "x"), who)
+    async with open_comet_client(comet, timeout_s=0.2) as impatient:
+        failing = service_on(ledger, impatient)
+        async with failing.start(validate(ImagineOptions(prompt="p"), "dall-e-3"), who) as failed:
+            with pytest.raises(UpstreamError) as raised:
+                await failed.call_upstream()
+    assert (raised.value.kind, raised.value.billed) == (ErrorKind.TIMEOUT, False)
+    assert [call.model for call in comet.calls] == ["gpt-image-2", "qwen-image", "dall-e-3"]
+    with closing(sqlite3.connect(ledger_path)) as db:
         rows = db.execute(
-            "SELECT model, status, cost_usd, price_source, price_as_of FROM generations ORDER BY id"
+            "SELECT model, status, billed, reserved_usd, cost_usd, price_source, price_as_of "
+            "FROM generations ORDER BY id"
         ).fetchall()
     assert rows == [
-        ("gpt-image-2", "ok", pytest.approx(0.052), "builtin", BUILTIN_AS_OF.isoformat()),
-        ("qwen-image", "ok", None, None, None),
-        ("dall-e-3", "failed", None, None, None),
+        (
+            "gpt-image-2",
+            "delivered",
+            1,
+            pytest.approx(0.505796),
+            pytest.approx(0.042),
+            "builtin",
+            BUILTIN_AS_OF.isoformat(),
+        ),
+        ("qwen-image", "delivered", 1, 0.0, None, None, None),
+        ("dall-e-3", "failed", 0, pytest.approx(0.04), None, None, None),
     ]
+    with closing(sqlite3.connect(ledger_path)) as db:
+        tokens = db.execute(
+            "SELECT input_tokens, output_tokens, total_tokens FROM generations ORDER BY id"
+        ).fetchall()
+    assert tokens == [(1500, 1500, 3000), (None, None, None), (None, None, None)]
+
+
+# (model, size, quality, n, prompt characters) -> dollars reserved before the call.
+RESERVATION_CASES = [
+    # Per-image prices are exact: the price of n images of that size and quality.
+    ("dall-e-3", "1024x1024", "standard", 1, 5, 0.04),
+    ("dall-e-3", "1792x1024", "hd", 2, 5, 0.24),
+    ("dall-e-2", "256x256", "standard", 10, 5, 0.16),
+    # Token prices: (prompt + 16 input tokens, the guide's output tokens) at $/M.
+    # gpt-image-1 high 1024x1024, 84 characters: (100, 4160), test_cost_per_model's call.
+    ("gpt-image-1", "1024x1024", "high", 1, 84, 0.1669),
+    ("gpt-image-1-mini", "1024x1024", "low", 1, 0, (16 * 6.4 + 272 * 25.6) / 1e6),
+    # gpt-image-2 is scaled to the 7,024 tokens of a square high image.
+    ("gpt-image-2", "1024x1024", "high", 1, 0, (16 * 4 + 7024 * 24) / 1e6),
+    # auto: the dearest the model could choose, high at 1536x1024; n times the images.
+    ("gpt-image-2", "auto", "auto", 2, 1, (17 * 4 + 2 * 10536 * 24) / 1e6),
+    # No price, no reservation: the request is not held back by a guess.
+    ("qwen-image", "1328x1328", "default", 1, 5, 0.0),
+    ("dall-e-3", "512x512", "standard", 1, 5, 0.0),
+    ("sdxl", "1024x1024", "standard", 1, 5, 0.0),
+]
+
+
+@pytest.mark.parametrize(("model", "size", "quality", "n", "chars", "usd"), RESERVATION_CASES)
+def test_reservation_per_model(
+    model: str, size: str, quality: str, n: int, chars: int, usd: float
+) -> None:
+    """What a request reserves against the budgets before it is sent."""
+    reserved = PriceBook().reservation(model, size=size, quality=quality, n=n, prompt="p" * chars)
+    assert reserved == pytest.approx(usd)
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "quality", "output"),
+    [
+        # OpenAI's image generation guide, "Cost and latency": square and 1024x1536 figures.
+        ("gpt-image-1", "1024x1024", "low", 272),
+        ("gpt-image-1", "1024x1024", "medium", 1056),
+        ("gpt-image-1", "1024x1024", "high", 4160),
+        ("gpt-image-1", "1024x1536", "low", 408),
+        ("gpt-image-1", "1024x1536", "medium", 1584),
+        ("gpt-image-1", "1536x1024", "high", 6240),
+        ("gpt-image-1", "auto", "auto", 6240),
+        ("gpt-image-1", "2048x2048", "low", 4 * 272),
+        ("gpt-image-2", "1024x1024", "high", 7024),
+        ("gpt-image-2", "1024x1024", "low", 460),  # 272 x 7024/4160, rounded up
+    ],
+)
+def test_estimated_tokens_follow_openais_table(
+    model: str, size: str, quality: str, output: int
+) -> None:
+    """Output tokens per image by size and quality; input is the prompt plus the overhead."""
+    one = estimated_tokens(model, size=size, quality=quality, n=1, prompt="a cat")
+    assert (one.input_tokens, one.output_tokens) == (5 + 16, output)
+    three = estimated_tokens(model, size=size, quality=quality, n=3, prompt="a cat")
+    assert three.output_tokens == 3 * output
+
+
+def test_reservation_uses_the_price_in_force() -> None:
+    """The operator's file, then the catalog, then built-in: the same layers as the cost."""
+    operator = parse_price_file(json.dumps(PRICE_FILE), default_as_of=date(2026, 1, 1))
+    book = PriceBook(operator)
+    assert book.reservation(
+        "dall-e-3", size="1024x1024", quality="standard", n=2, prompt="p"
+    ) == pytest.approx(0.06)
+    assert book.reservation(
+        "qwen-image", size="1328x1328", quality="default", n=3, prompt="p"
+    ) == pytest.approx(0.06)
+    book.set_catalog({"dall-e-2": ImagePrice(per_image=0.5)}, date(2026, 11, 20))
+    assert book.reservation(
+        "dall-e-2", size="1024x1024", quality="standard", n=1, prompt="p"
+    ) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"])
+@pytest.mark.parametrize("quality", ["low", "medium", "high"])
+def test_a_token_reservation_covers_the_guides_cost(model: str, quality: str) -> None:
+    """The reservation is not below the cost of a call that reports the guide's tokens."""
+    book = PriceBook()
+    prompt = "a lighthouse at dusk, oil painting"
+    output = {"low": 272, "medium": 1056, "high": 4160}[quality]
+    cost = book.estimate(
+        model,
+        size="1024x1024",
+        quality=quality,
+        images=1,
+        input_tokens=len(prompt),
+        output_tokens=output,
+    ).cost_usd
+    reserved = book.reservation(model, size="1024x1024", quality=quality, n=1, prompt=prompt)
+    assert cost is not None
+    assert reserved >= cost

@@ -17,57 +17,37 @@ import pytest
 
 from bot.__main__ import main
 from bot.ledger.reports import Report, Scope, build_report, parse_window
-from bot.ledger.store import NewGeneration, open_ledger
+from bot.ledger.store import open_ledger
+from tests.conftest import Clock, add_row, generation
 
 ROOT = Path(__file__).parents[1]
 GUILD, OTHER = 10, 20
 
 
-class Clock:
-    """A settable clock for the ledger."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 async def _fill(path: Path) -> None:
     clock = Clock()
     rows = [
-        ("2026-11-02T10:00:00", 1, GUILD, "dall-e-3", 1, "ok", 0.04),
-        ("2026-11-03T10:00:00", 2, GUILD, "gpt-image-2", 2, "ok", 0.052),
-        ("2026-11-03T11:00:00", 2, GUILD, "qwen-image", 1, "ok", None),
+        ("2026-11-02T10:00:00", 1, GUILD, "dall-e-3", 1, "delivered", 0.04),
+        ("2026-11-03T10:00:00", 2, GUILD, "gpt-image-2", 2, "delivered", 0.052),
+        ("2026-11-03T11:00:00", 2, GUILD, "qwen-image", 1, "delivered", None),
         ("2026-11-04T10:00:00", 1, GUILD, "dall-e-3", 1, "failed", None),
-        ("2026-11-05T10:00:00", 1, OTHER, "dall-e-2", 3, "ok", 0.06),
+        ("2026-11-04T11:00:00", 2, GUILD, "dall-e-3", 1, "delivery_failed", 0.04),
+        ("2026-11-05T10:00:00", 1, OTHER, "dall-e-2", 3, "delivered", 0.06),
     ]
     async with open_ledger(path, clock) as ledger:
-        for when, user, guild, model, n, status, cost in rows:
-            clock.now = datetime.fromisoformat(when).replace(tzinfo=UTC)
-            row = await ledger.reserve(
-                NewGeneration(user, guild, 5, model, "1024x1024", "standard", n, "r"), 0
-            )
-            if status == "ok":
-                await ledger.complete(
-                    row,
-                    images_delivered=n,
-                    latency_ms=10,
-                    input_tokens=None,
-                    output_tokens=None,
-                    total_tokens=None,
-                    cost_usd=cost,
-                    price_source="builtin" if cost is not None else None,
-                    price_as_of="2026-11-01" if cost is not None else None,
-                )
-            else:
-                await ledger.fail(row, error_code="timeout", error_message="x", latency_ms=1)
+        for when, user, guild, model, n, outcome, cost in rows:
+            clock.at(when)
+            entry = generation(user, guild, channel_id=5, model=model, quality="standard", n=n)
+            as_of = "2026-11-01" if cost is not None else None
+            await add_row(ledger, entry, outcome, cost=cost, as_of=as_of)
 
 
 @pytest.fixture
 def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Five generations in November 2026: one failed, one in another guild, one unpriced.
+    """Six generations in November 2026: one in another guild, one unpriced, and two failed.
 
+    One failed before upstream answered (free); one was billed but Discord refused the
+    images: its $0.04 is part of the cost (and of "billed, not delivered"), not of images.
     The file is where DATABASE_PATH's default points from tmp_path, the working directory;
     the environment holds neither the bot's token nor its key.
     """
@@ -121,10 +101,11 @@ def test_json_has_the_same_numbers_as_the_discord_report(
     assert document["currency"] == "USD"
     assert document["cost_is_estimated"] is True
     totals = document["totals"]
-    assert (totals["images"], totals["requests"], totals["failures"]) == (4, 4, 1)
-    assert totals["cost_usd"] == pytest.approx(0.092)
+    assert (totals["images"], totals["requests"], totals["failures"]) == (4, 5, 2)
+    assert totals["cost_usd"] == pytest.approx(0.132)
     assert totals["unpriced_images"] == 1
     assert totals["prices_as_of"] == ["2026-11-01", "2026-11-01"]
+    assert totals["billed_not_delivered"] == {"requests": 1, "cost_usd": 0.04}
     assert [line["model"] for line in document["by_model"]] == [
         "gpt-image-2",
         "dall-e-3",
@@ -135,11 +116,12 @@ def test_json_has_the_same_numbers_as_the_discord_report(
     async def direct_report() -> Report:
         async with open_ledger(database) as ledger:
             window = parse_window("all", None, None, datetime.now(UTC))
-            return await build_report(ledger.connection, Scope(guild_id=GUILD), window)
+            return await build_report(ledger.reader, Scope(guild_id=GUILD), window)
 
     direct = asyncio.run(direct_report())
     assert totals["images"] == direct.totals.images
     assert totals["cost_usd"] == pytest.approx(direct.totals.cost.usd)
+    assert totals["billed_not_delivered"]["requests"] == direct.totals.undelivered.requests
 
 
 def test_table_says_estimated_currency_and_date(
@@ -149,7 +131,8 @@ def test_table_says_estimated_currency_and_date(
     status, out, err = report(capsys, "--period", "all")
     assert status == 0, err
     assert "Image usage: all guilds and users, all time" in out
-    assert "$0.1520 USD (estimated, prices as of 2026-11-01)" in out
+    assert "$0.1920 USD (estimated, prices as of 2026-11-01)" in out
+    assert "billed, not delivered  1 call, $0.0400 USD (estimated, included in the cost)" in out
     assert "no price for 1 image(s)" in out
     assert "qwen-image" in out
 

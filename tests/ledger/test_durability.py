@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -10,33 +11,51 @@ import sys
 import time
 from pathlib import Path
 
+from bot.ledger.store import open_ledger
+
 ROOT = Path(__file__).parents[2]
 
-# The child writes rows through the real ledger and prints each id once its write returned
-# (autocommit: returned means committed); the parent kills it without warning mid-burst.
+# The child runs each row's whole life through the real ledger (reserve, upstream's answer,
+# final status) and prints each step once its write returned (autocommit: returned means
+# committed); the parent kills it without warning mid-burst.
 WRITER = """
 import asyncio, sys
 from pathlib import Path
-from bot.ledger.store import NewGeneration, open_ledger
+from bot.ledger.limits import Ceilings
+from bot.ledger.store import FinalStatus, NewGeneration, UpstreamAnswer, open_ledger
 
 async def main() -> None:
     async with open_ledger(Path(sys.argv[1])) as ledger:
         for i in range(1_000_000):
             row = await ledger.reserve(
-                NewGeneration(i % 7, 1, 2, "gpt-image-1", "auto", "auto", 1, f"r{i}"), 0
+                NewGeneration(i % 7, 1, 2, "gpt-image-1", "auto", "auto", 1, f"r{i}", 0.2),
+                Ceilings(),
             )
-            await ledger.complete(row, images_delivered=1, latency_ms=i, input_tokens=1,
-                                  output_tokens=2, total_tokens=3)
-            print(row, flush=True)
+            await ledger.record_answer(
+                row, UpstreamAnswer(1, f"u{i}", 1, 2, 3, 0.1, "builtin", "2026-11-21")
+            )
+            print("answered", row, flush=True)
+            await ledger.finish(row, FinalStatus("delivered", 1), latency_ms=i)
+            print("finished", row, flush=True)
 
 asyncio.run(main())
 """
 
 
 def test_kill_9_mid_burst_loses_no_committed_row(tmp_path: Path) -> None:
-    """Every id the writer reported as committed is there, complete, and the file is sound."""
+    """Every step the writer reported as committed is there, and the file is sound.
+
+    A row upstream had answered stays billed even if the bot died before its final status:
+    the next start closes it as interrupted_delivery with its cost, never as a free row.
+    """
     database = tmp_path / "usage.db"
-    committed: list[int] = []
+    answered: list[int] = []
+    finished: list[int] = []
+
+    def note(line: str) -> None:
+        step, row = line.split()
+        (answered if step == "answered" else finished).append(int(row))
+
     with subprocess.Popen(  # noqa: S603
         [sys.executable, "-c", WRITER, str(database)],
         cwd=ROOT,
@@ -46,21 +65,40 @@ def test_kill_9_mid_burst_loses_no_committed_row(tmp_path: Path) -> None:
     ) as child:
         assert child.stdout is not None
         deadline = time.monotonic() + 30
-        while len(committed) < 300 and time.monotonic() < deadline:
+        while len(finished) < 300 and time.monotonic() < deadline:
             line = child.stdout.readline()
             if not line:
                 break
-            committed.append(int(line))
+            note(line)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
         # Lines already printed but not yet read were committed too.
-        committed.extend(int(line) for line in child.stdout.read().split())
-    assert len(committed) >= 300, "the writer did not get going"
+        for line in child.stdout.read().splitlines():
+            note(line)
+    assert len(finished) >= 300, "the writer did not get going"
 
     with sqlite3.connect(database) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        stored = dict(db.execute("SELECT id, status FROM generations").fetchall())
-    missing = [row for row in committed if row not in stored]
-    assert missing == []
-    # Each reported row was completed before it was printed.
-    assert all(stored[row] == "ok" for row in committed)
+        stored = {
+            row[0]: row[1:]
+            for row in db.execute("SELECT id, status, billed, cost_usd FROM generations")
+        }
+    assert [row for row in answered if row not in stored] == []
+    # Each reported row was finished before it was printed.
+    assert all(stored[row] == ("delivered", 1, 0.1) for row in finished)
+    # A row answered but not (reported) finished was billed before the kill.
+    assert all(stored[row][1:] == (1, 0.1) for row in answered)
+
+    async def restart() -> int:
+        async with open_ledger(database) as ledger:
+            return await ledger.mark_stale_pending()
+
+    asyncio.run(restart())
+    with sqlite3.connect(database) as db:
+        statuses = dict(db.execute("SELECT id, status FROM generations").fetchall())
+        billed_lost = db.execute(
+            "SELECT COUNT(*) FROM generations WHERE billed = 1 AND status = 'interrupted'"
+        ).fetchone()[0]
+    assert all(statuses[row] in {"delivered", "interrupted_delivery"} for row in answered)
+    assert billed_lost == 0
+    assert "pending" not in statuses.values()
