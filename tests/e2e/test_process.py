@@ -67,8 +67,8 @@ async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path:
     assert took < 1 + 10, took
     assert "Traceback" not in log
     assert "voice will NOT be supported" not in log
-    startup = "".join(lines)
-    assert " WARNING " not in startup and "WARNING" not in startup.split("ready as")[0], startup
+    # Nothing before the ready line is a warning: a clean start reads clean.
+    assert "WARNING" not in "".join(lines).split("ready as")[0], lines
     assert fake.token not in log
     assert COMET_KEY not in log
     assert "stopped cleanly" in log
