@@ -152,10 +152,19 @@ class Generation:
         """The glue confirms that `images` more images reached the member."""
         self.images_sent += images
 
-    async def delivered(self) -> None:
-        """Final status: the member received the images `sent` counted."""
+    async def delivered(
+        self, *, channel_id: int | None = None, message_id: int | None = None
+    ) -> None:
+        """Final status: the member received the images `sent` counted, in that message."""
         self._expect(Phase.DELIVERING)
-        await self._finish(FinalStatus("delivered", images_delivered=self.images_sent))
+        await self._finish(
+            FinalStatus(
+                "delivered",
+                images_delivered=self.images_sent,
+                result_channel_id=channel_id,
+                result_message_id=message_id,
+            )
+        )
 
     async def fail(self, code: str, message: str) -> None:
         """Final status: failed with `code`; billed if upstream had already answered."""
@@ -239,11 +248,25 @@ class Generation:
     async def _finish(self, final: FinalStatus) -> None:
         if self.finished:
             return
-        final = replace(final, answer=self._answer)
-        self.final = final
         self.phase = Phase.FINISHED
         if self._upload_started is not None:
             self.timings.upload_ms = _ms_since(self._upload_started)
+        revised = (
+            next(
+                (image.revised_prompt for image in self.result.images if image.revised_prompt), None
+            )
+            if self.result
+            else None
+        )
+        final = replace(
+            final,
+            answer=self._answer,
+            revised_prompt=revised,
+            queue_ms=self.timings.queue_ms,
+            upstream_ms=self.timings.upstream_ms,
+            upload_ms=self.timings.upload_ms if self._upload_started is not None else None,
+        )
+        self.final = final
         level = logging.INFO if final.status == "delivered" else logging.WARNING
         detail = f"images={final.images_delivered} billed={int(self.billed)}"
         if final.error_code:

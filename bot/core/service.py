@@ -163,16 +163,23 @@ class GenerationService:
 
     @asynccontextmanager
     async def start(
-        self, request: GenerationRequest, requester: Requester
+        self,
+        request: GenerationRequest,
+        requester: Requester,
+        *,
+        parent_id: int | None = None,
+        private: bool = False,
     ) -> AsyncIterator[Generation]:
         """Reserve a generation and own it for the block; its final status is always written.
 
         Raises ShuttingDown, the LimitRefused that stopped it, or LedgerBusy, all before
-        anything is reserved. The server's limits are read on every request, so an admin's
+        anything is reserved. `parent_id` names the generation a reroll reran; `private`
+        results are shown only to the requester. The server's limits are read on every
+        request, so an admin's
         change applies to the next one: blocked member, allowed models and images per request
         first, then every daily limit and budget, checked and reserved in one statement.
         """
-        generation = await self._reserve(request, requester)
+        generation = await self._reserve(request, requester, parent_id, private)
         task = asyncio.current_task()
         assert task is not None
         self._live[generation] = task
@@ -189,7 +196,13 @@ class GenerationService:
             if not self._live:
                 self._idle.set()
 
-    async def _reserve(self, request: GenerationRequest, requester: Requester) -> Generation:
+    async def _reserve(
+        self,
+        request: GenerationRequest,
+        requester: Requester,
+        parent_id: int | None,
+        private: bool,
+    ) -> Generation:
         if not self._accepting:
             raise ShuttingDown
         policy = await self._policy(requester)
@@ -215,6 +228,9 @@ class GenerationService:
                 n_requested=request.n,
                 request_id=request_id,
                 reserved_usd=reserved,
+                options_json=request.options().to_json(),
+                parent_id=parent_id,
+                private=private,
             ),
             self._ceilings(policy),
         )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from bot.core.catalog import (
@@ -43,6 +44,23 @@ class ImagineOptions:
     output_format: str | None = None
     output_compression: int | None = None
 
+    def to_json(self) -> str:
+        """The options as JSON, to store with the generation."""
+        return json.dumps(
+            {key: value for key, value in asdict(self).items() if value is not None},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ImagineOptions:
+        """Options stored by `to_json`; unknown keys (from a newer bot) are ignored."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or not isinstance(raw.get("prompt"), str):
+            raise ValueError("stored options have no prompt")
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in raw.items() if key in known})
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
@@ -72,6 +90,20 @@ class GenerationRequest:
     def shown_quality(self) -> str:
         """The quality to show and log: the chosen one or the model's default."""
         return self.quality or self.spec.default_quality or "default"
+
+    def options(self) -> ImagineOptions:
+        """The options that make this request again (a reroll), model named."""
+        return ImagineOptions(
+            prompt=self.prompt,
+            model=self.spec.name,
+            size=self.size,
+            quality=self.quality,
+            n=self.n,
+            style=self.style,
+            background=self.background,
+            output_format=self.output_format,
+            output_compression=self.output_compression,
+        )
 
     def payload(self) -> dict[str, Any]:
         """The JSON body: only what the user chose or the model needs."""

@@ -182,6 +182,27 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         price_as_of, input_tokens, output_tokens, total_tokens
     );
     """,
+    # 4: what a result's buttons need: the request to run again, where the result was posted,
+    # its source when it is a reroll, and whether a member deleted it.
+    """
+    -- The validated options as JSON (bot.core.validation.ImagineOptions), to reroll or edit.
+    ALTER TABLE generations ADD COLUMN options_json TEXT;
+    ALTER TABLE generations ADD COLUMN revised_prompt TEXT;
+    -- The generation this one reran (reroll, edited prompt); NULL for a typed /imagine.
+    ALTER TABLE generations ADD COLUMN parent_id INTEGER REFERENCES generations (id);
+    -- 1 when the result was shown only to the requester.
+    ALTER TABLE generations ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    -- The message that carries the result (its first message when split), for jump links.
+    ALTER TABLE generations ADD COLUMN result_channel_id INTEGER;
+    ALTER TABLE generations ADD COLUMN result_message_id INTEGER;
+    -- Where the time went, in milliseconds.
+    ALTER TABLE generations ADD COLUMN queue_ms INTEGER;
+    ALTER TABLE generations ADD COLUMN upstream_ms INTEGER;
+    ALTER TABLE generations ADD COLUMN upload_ms INTEGER;
+    -- A member deleted the result message; the row stays for reports and cost.
+    ALTER TABLE generations ADD COLUMN deleted_at TEXT;
+    ALTER TABLE generations ADD COLUMN deleted_by INTEGER;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

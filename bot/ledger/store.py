@@ -79,9 +79,9 @@ def _budget_ok(spend: str, budget: str) -> str:
 # The checks and the insert are one statement, so concurrent requests cannot both slip under.
 _RESERVE: Final = (
     "INSERT INTO generations (created_at, user_id, guild_id, channel_id, model, size, "
-    "quality, n_requested, status, request_id, reserved_usd) "
+    "quality, n_requested, status, request_id, reserved_usd, options_json, parent_id, private) "
     "SELECT :created_at, :user_id, :guild_id, :channel_id, :model, :size, :quality, :n, "
-    "'pending', :request_id, :reserved "
+    "'pending', :request_id, :reserved, :options_json, :parent_id, :private "
     "WHERE (:operator_images IS NULL OR " + _OPERATOR_IMAGES + " + :n <= :operator_images) "
     "AND (:server_images IS NULL OR " + _SERVER_IMAGES + " + :n <= :server_images) "
     "AND " + _budget_ok(_USER_SPEND, ":user_budget") + " "
@@ -107,6 +107,11 @@ class NewGeneration:
     request_id: str
     reserved_usd: float = 0.0
     """The estimated cost reserved against every budget until the call is settled."""
+    options_json: str | None = None
+    """The validated options, to run the request again."""
+    parent_id: int | None = None
+    """The generation this one reran, if any."""
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,12 @@ class FinalStatus:
     answer: UpstreamAnswer | None = None
     """Upstream's answer again when the call was billed: the final write then carries the
     billing too, so it is not lost when `record_answer` could not be written."""
+    revised_prompt: str | None = None
+    result_channel_id: int | None = None
+    result_message_id: int | None = None
+    queue_ms: int | None = None
+    upstream_ms: int | None = None
+    upload_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
@@ -278,6 +289,9 @@ class UsageLedger:
             "n": entry.n_requested,
             "request_id": entry.request_id,
             "reserved": entry.reserved_usd,
+            "options_json": entry.options_json,
+            "parent_id": entry.parent_id,
+            "private": int(entry.private),
             "day_start": _db_day(now),
             "operator_images": ceilings.operator_daily_images,
             "server_images": ceilings.server_daily_images if entry.guild_id else None,
@@ -368,8 +382,17 @@ class UsageLedger:
                 "cost_usd = COALESCE(:cost, cost_usd), "
                 "price_source = COALESCE(:price_source, price_source), "
                 "price_as_of = COALESCE(:price_as_of, price_as_of), "
+                "revised_prompt = :revised_prompt, result_channel_id = :result_channel_id, "
+                "result_message_id = :result_message_id, queue_ms = :queue_ms, "
+                "upstream_ms = :upstream_ms, upload_ms = :upload_ms, "
                 "finished_at = :now WHERE id = :id AND status = 'pending'",
                 {
+                    "revised_prompt": final.revised_prompt,
+                    "result_channel_id": final.result_channel_id,
+                    "result_message_id": final.result_message_id,
+                    "queue_ms": final.queue_ms,
+                    "upstream_ms": final.upstream_ms,
+                    "upload_ms": final.upload_ms,
                     "billed": int(answer is not None),
                     "input_tokens": answer.input_tokens if answer else None,
                     "output_tokens": answer.output_tokens if answer else None,
