@@ -271,9 +271,9 @@ class ImagineCog(commands.Cog):
         generation.uploading()
         try:
             if interaction.is_expired():
-                await self._deliver_to_channel(interaction, generation, embed, messages)
+                first = await self._deliver_to_channel(interaction, generation, embed, messages)
             else:
-                await self._deliver_to_interaction(interaction, generation, embed, messages)
+                first = await self._deliver_to_interaction(interaction, generation, embed, messages)
         except (discord.HTTPException, DeliveryImpossible) as error:
             detail = (
                 f"Discord refused the images: HTTP {error.status}"
@@ -284,7 +284,7 @@ class ImagineCog(commands.Cog):
             received = generation.images_sent
             await self._tell_failed_delivery(interaction, received)
             return
-        await generation.delivered()
+        await generation.delivered(channel_id=first.channel.id, message_id=first.id)
 
     async def _tell_failed_delivery(self, interaction: discord.Interaction, received: int) -> None:
         if received:
@@ -309,13 +309,15 @@ class ImagineCog(commands.Cog):
         generation: Generation,
         embed: discord.Embed,
         messages: list[tuple[FittedImage, ...]],
-    ) -> None:
+    ) -> discord.Message:
+        """Post the result on the interaction; return its first message."""
         model = generation.request.model
         first = 0
+        result: discord.Message | None = None
         try:
             for index, batch in enumerate(messages):
                 if index == 0:
-                    await interaction.edit_original_response(
+                    result = await interaction.edit_original_response(
                         content=None,
                         embed=embed,
                         attachments=as_files(batch, model, first),
@@ -333,7 +335,12 @@ class ImagineCog(commands.Cog):
             # 401/50027: the 15-minute interaction token ran out while the images were made.
             if error.status != 401:
                 raise
-            await self._deliver_to_channel(interaction, generation, embed, messages[index:])
+            rest = await self._deliver_to_channel(
+                interaction, generation, embed if result is None else None, messages[index:]
+            )
+            return result or rest
+        assert result is not None
+        return result
 
     async def _deliver_to_channel(
         self,
@@ -341,7 +348,8 @@ class ImagineCog(commands.Cog):
         generation: Generation,
         embed: discord.Embed | None,
         messages: list[tuple[FittedImage, ...]],
-    ) -> None:
+    ) -> discord.Message:
+        """Post the result in the channel, mentioning only the requester; return its first."""
         channel = interaction.channel
         if not isinstance(channel, discord.abc.Messageable):
             raise DeliveryImpossible("the interaction expired and there is no channel to post in")
@@ -351,9 +359,10 @@ class ImagineCog(commands.Cog):
             everyone=False, roles=False, users=[user], replied_user=False
         )
         first = generation.images_sent
+        posted: discord.Message | None = None
         for index, batch in enumerate(messages):
             if index == 0:
-                await channel.send(
+                posted = await channel.send(
                     content=f"{user.mention}, your /imagine images are ready.",
                     embed=embed or discord.utils.MISSING,
                     files=as_files(batch, model, first),
@@ -365,6 +374,8 @@ class ImagineCog(commands.Cog):
                 )
             generation.sent(len(batch))
             first += len(batch)
+        assert posted is not None
+        return posted
 
     async def _interrupted(self, interaction: discord.Interaction, generation: Generation) -> None:
         if generation.billed:
