@@ -12,10 +12,12 @@ import yarl
 from discord.ext import commands
 
 from bot.core.service import GenerationService
+from bot.glue.cogs.actions import ResultActions
 from bot.glue.cogs.admin import AdminCog
 from bot.glue.cogs.imagine import ImagineCog
 from bot.glue.cogs.usage import UsageCog
 from bot.glue.errors import ImagineTree
+from bot.glue.result_view import BUTTONS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,11 @@ class ImagineBot(commands.AutoShardedBot):
         """Add the cogs, then sync the commands where their payload changed."""
         if self._custom_gateway:
             await follow_gateway_of(self)
-        await self.add_cog(ImagineCog(self._service, self._default_model))
+        imagine = ImagineCog(self._service, self._default_model)
+        await self.add_cog(imagine)
+        await self.add_cog(ResultActions(self._service, imagine, self._default_model))
+        # The buttons under results: matched by custom_id, so they work after a restart.
+        self.add_dynamic_items(*BUTTONS)
         await self.add_cog(UsageCog(self._service))
         await self.add_cog(AdminCog(self._service))
         await self.sync_commands_if_changed()

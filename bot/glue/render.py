@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 import discord
 
+from bot.core.catalog import CATALOG
 from bot.core.cometapi import GenerationResult
 from bot.core.pricing import ModelPrice, TokenPrice
 from bot.core.service import Allowance, OperatorLimits
-from bot.core.validation import GenerationRequest
+from bot.core.validation import GenerationRequest, ImagineOptions, InvalidOption, validate
 from bot.ledger.limits import (
     BudgetExhausted,
     BudgetScope,
@@ -23,10 +26,12 @@ from bot.ledger.limits import (
     TooManyImages,
 )
 from bot.ledger.reports import CURRENCY, Report, cost_cell, usd
+from bot.ledger.results import StoredGeneration
 
 _COLOUR: Final = discord.Colour.blurple()
 _PROMPT_SHOWN: Final = 1000
 _FIELD_VALUE: Final = 1024
+_DESCRIPTION: Final = 4096
 
 
 def count(number: int, noun: str) -> str:
@@ -43,8 +48,26 @@ def discord_time(moment: datetime, style: str = "t") -> str:
     return f"<t:{int(moment.timestamp())}:{style}>"
 
 
+@dataclass(frozen=True, slots=True)
+class ResultLink:
+    """The result a new generation came from (a reroll, an edited prompt)."""
+
+    generation_id: int
+    url: str | None
+    """A jump link to its message, when the message is known."""
+
+
+def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    """Discord's link to a message; `@me` stands for a DM."""
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
 def result_embed(
-    request: GenerationRequest, result: GenerationResult, elapsed_s: float, note: str | None = None
+    request: GenerationRequest,
+    result: GenerationResult,
+    elapsed_s: float,
+    note: str | None = None,
+    parent: ResultLink | None = None,
 ) -> discord.Embed:
     """The embed that goes with delivered images."""
     embed = discord.Embed(description=_clip(request.prompt, _PROMPT_SHOWN), colour=_COLOUR)
@@ -63,6 +86,9 @@ def result_embed(
         )
     if note:
         embed.add_field(name="Note", value=_clip(note, _FIELD_VALUE), inline=False)
+    if parent is not None:
+        source = f"[this result]({parent.url})" if parent.url else "a result no longer posted"
+        embed.add_field(name="Made again from", value=source, inline=False)
     embed.set_footer(text=f"{count(len(result.images), 'image')} in {elapsed_s:.1f} s")
     return embed
 
@@ -304,4 +330,77 @@ def limits_embed(
         value=_clip("\n".join(_price_text(price) for price in prices), _FIELD_VALUE),
         inline=False,
     )
+    return embed
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1000:.1f} s"
+
+
+def details_embed(row: StoredGeneration) -> discord.Embed:
+    """Everything about one generation, for the member who pressed Details (privately)."""
+    options = ImagineOptions.from_json(row.options_json) if row.options_json else None
+    prompt = options.prompt if options else "(not kept for results older than the buttons)"
+    embed = discord.Embed(
+        title=f"Generation {row.id}", description=_clip(prompt, _DESCRIPTION), colour=_COLOUR
+    )
+    if row.revised_prompt:
+        embed.add_field(
+            name="Revised prompt", value=_clip(row.revised_prompt, _FIELD_VALUE), inline=False
+        )
+    sent = {"model": row.model}
+    if options is not None and row.model in CATALOG:
+        with suppress(InvalidOption):
+            sent = validate(options, row.model).payload()
+        sent.pop("prompt", None)
+    embed.add_field(
+        name="Sent to the image service",
+        value=_clip(", ".join(f"{key}={value}" for key, value in sent.items()), _FIELD_VALUE),
+        inline=False,
+    )
+    embed.add_field(
+        name="Status", value=row.status + (f" ({row.error_code})" if row.error_code else "")
+    )
+    embed.add_field(name="Images", value=f"{row.images_delivered} of {row.n_requested}")
+    if row.total_tokens is not None:
+        embed.add_field(
+            name="Tokens",
+            value=f"{row.input_tokens or 0:,} in \u00b7 {row.output_tokens or 0:,} out",
+        )
+    cost = "no price" if row.cost_usd is None and row.billed else usd(row.cost_usd or 0)
+    embed.add_field(name="Estimated cost", value=f"{cost} {CURRENCY}")
+    embed.add_field(
+        name="Time",
+        value=f"waiting {_ms(row.queue_ms)} \u00b7 image service {_ms(row.upstream_ms)} "
+        f"\u00b7 upload {_ms(row.upload_ms)}",
+        inline=False,
+    )
+    ids = f"`{row.request_id}`" + (
+        f" (image service: `{row.upstream_request_id}`)" if row.upstream_request_id else ""
+    )
+    embed.add_field(name="Request id", value=ids, inline=False)
+    if row.parent_id is not None:
+        embed.add_field(name="Made again from", value=f"generation {row.parent_id}")
+    return embed
+
+
+def history_embed(rows: tuple[StoredGeneration, ...]) -> discord.Embed:
+    """A member's own latest generations, each with a jump link when its message is known."""
+    embed = discord.Embed(title="Your latest generations", colour=_COLOUR)
+    if not rows:
+        embed.description = "No generations yet."
+        return embed
+    lines = []
+    for row in rows:
+        when = datetime.fromisoformat(row.created_at.replace("Z", "+00:00"))
+        link = (
+            f"[result]({jump_url(row.guild_id, row.result_channel_id, row.result_message_id)})"
+            if row.result_channel_id and row.result_message_id and not row.deleted_at
+            else ("deleted" if row.deleted_at else "no message")
+        )
+        lines.append(
+            f"{discord_time(when, 'f')} \u00b7 {row.model} \u00b7 {row.size} \u00b7 "
+            f"{row.status} \u00b7 {link}"
+        )
+    embed.description = _clip("\n".join(lines), _DESCRIPTION)
     return embed

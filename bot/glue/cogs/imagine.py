@@ -29,9 +29,10 @@ from bot.core.images import (
     prepare_for_upload,
 )
 from bot.core.service import GenerationService, ShuttingDown
-from bot.core.validation import ImagineOptions, InvalidOption, validate
+from bot.core.validation import GenerationRequest, ImagineOptions, InvalidOption, validate
 from bot.glue.errors import answer
-from bot.glue.render import refusal_message, result_embed
+from bot.glue.render import ResultLink, refusal_message, result_embed
+from bot.glue.result_view import result_view
 from bot.glue.suggest import suggest_qualities, suggest_sizes
 from bot.ledger.busy import LedgerBusy
 from bot.ledger.limits import LimitRefused
@@ -107,6 +108,7 @@ class ImagineCog(commands.Cog):
         background="gpt-image models only: transparent needs png or webp",
         output_format="gpt-image models only: the image file format",
         output_compression="gpt-image models with jpeg or webp only: compression level, 0-100",
+        private="Show the result only to you (default: everyone in the channel sees it)",
     )
     @app_commands.choices(
         model=MODEL_CHOICES,
@@ -126,6 +128,7 @@ class ImagineCog(commands.Cog):
         background: str | None = None,
         output_format: str | None = None,
         output_compression: Range[int, 0, 100] | None = None,
+        private: bool = False,
     ) -> None:
         """Validate and reserve first (refusals are ephemeral), then defer and generate."""
         options = ImagineOptions(
@@ -144,11 +147,31 @@ class ImagineCog(commands.Cog):
         except InvalidOption as error:
             await self._refuse(interaction, f"\u26a0\ufe0f {error.message}")
             return
+        await self.run_request(interaction, request, private=private)
+
+    async def run_request(
+        self,
+        interaction: discord.Interaction,
+        request: GenerationRequest,
+        *,
+        private: bool = False,
+        parent: ResultLink | None = None,
+    ) -> None:
+        """Reserve for the member who asked, then acknowledge, generate and deliver.
+
+        /imagine and every action on a result (reroll, edited prompt) come here, so each is
+        a generation of the member who asked, under their limits. Refusals are private.
+        """
         requester = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id)
         async with AsyncExitStack() as stack:
             try:
                 generation = await stack.enter_async_context(
-                    self._service.start(request, requester)
+                    self._service.start(
+                        request,
+                        requester,
+                        parent_id=parent.generation_id if parent else None,
+                        private=private,
+                    )
                 )
             except LimitRefused as error:
                 await self._refuse(interaction, refusal_message(error))
@@ -167,19 +190,27 @@ class ImagineCog(commands.Cog):
                     "and nothing was charged. Please try again in a few seconds.",
                 )
                 return
-            await self._run(interaction, generation)
+            await self._run(interaction, generation, private=private, parent=parent)
 
-    async def _run(self, interaction: discord.Interaction, generation: Generation) -> None:
+    async def _run(
+        self,
+        interaction: discord.Interaction,
+        generation: Generation,
+        *,
+        private: bool,
+        parent: ResultLink | None,
+    ) -> None:
         """Acknowledge, generate and deliver; every unexpected failure is answered here."""
         try:
-            await interaction.response.defer(thinking=True)
+            # The defer fixes who sees everything after it: decided here, before anything.
+            await interaction.response.defer(thinking=True, ephemeral=private)
         except discord.HTTPException as error:
             await generation.fail(
                 "not_acknowledged", f"Discord refused the defer: HTTP {error.status}"
             )
             return
         try:
-            await self._generate_and_deliver(interaction, generation)
+            await self._generate_and_deliver(interaction, generation, parent)
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupted(interaction, generation))
             raise
@@ -207,7 +238,7 @@ class ImagineCog(commands.Cog):
             )
 
     async def _generate_and_deliver(
-        self, interaction: discord.Interaction, generation: Generation
+        self, interaction: discord.Interaction, generation: Generation, parent: ResultLink | None
     ) -> None:
         # A queue notice still in flight when the slot is granted must not land after the
         # images (it clears attachments): notices and the first upload share a lock.
@@ -227,7 +258,7 @@ class ImagineCog(commands.Cog):
                 await self._tell_owner(interaction, error)
             return
         async with notices:
-            await self._deliver(interaction, generation, result)
+            await self._deliver(interaction, generation, result, parent)
 
     async def _tell_owner(self, interaction: discord.Interaction, error: UpstreamError) -> None:
         client = interaction.client
@@ -239,7 +270,11 @@ class ImagineCog(commands.Cog):
             )
 
     async def _deliver(
-        self, interaction: discord.Interaction, generation: Generation, result: GenerationResult
+        self,
+        interaction: discord.Interaction,
+        generation: Generation,
+        result: GenerationResult,
+        parent: ResultLink | None,
     ) -> None:
         request = generation.request
         try:
@@ -265,7 +300,11 @@ class ImagineCog(commands.Cog):
             return
         notes = sorted({image.note for image in fitted if image.note})
         embed = result_embed(
-            request, result, generation.elapsed_ms() / 1000, note="; ".join(notes) or None
+            request,
+            result,
+            generation.elapsed_ms() / 1000,
+            note="; ".join(notes) or None,
+            parent=parent,
         )
         messages = pack_messages(fitted)
         generation.uploading()
@@ -321,6 +360,7 @@ class ImagineCog(commands.Cog):
                         content=None,
                         embed=embed,
                         attachments=as_files(batch, model, first),
+                        view=result_view(generation.row_id),
                         allowed_mentions=_NO_MENTIONS,
                     )
                 else:
@@ -365,6 +405,7 @@ class ImagineCog(commands.Cog):
                 posted = await channel.send(
                     content=f"{user.mention}, your /imagine images are ready.",
                     embed=embed or discord.utils.MISSING,
+                    view=result_view(generation.row_id),
                     files=as_files(batch, model, first),
                     allowed_mentions=mention_only_requester,
                 )

@@ -1,0 +1,201 @@
+"""Actions on a result (reroll, edit the prompt, details, delete) and /history. Glue only.
+
+A press is an interaction like any other: it is acknowledged within 3 s, every refusal is
+private, and nothing is billed for a refused press. A reroll or an edited prompt is a new
+generation of the member who pressed, under their limits, through the same path as /imagine.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import discord
+from discord import app_commands, ui
+from discord.app_commands import Range
+from discord.ext import commands
+
+from bot.core.catalog import CATALOG
+from bot.core.service import GenerationService
+from bot.core.validation import ImagineOptions, InvalidOption, validate
+from bot.glue.cogs.imagine import ImagineCog
+from bot.glue.errors import answer
+from bot.glue.render import ResultLink, details_embed, history_embed, jump_url
+from bot.glue.result_view import ACTIONS_COG
+from bot.ledger.results import HISTORY_MAX, StoredGeneration, history, mark_deleted
+from bot.ledger.results import stored_generation as read_generation
+
+log = logging.getLogger(__name__)
+
+# A modal's text input holds at most 4,000 characters (Discord's component limits).
+MODAL_TEXT_MAX: Final = 4000
+_MODAL_TITLE: Final = "Edit the prompt"
+
+
+def _can_moderate(interaction: discord.Interaction) -> bool:
+    permissions = interaction.permissions
+    return permissions.manage_messages or permissions.administrator
+
+
+class EditPromptModal(ui.Modal):
+    """The prompt (and size and quality where the model has them), prefilled."""
+
+    def __init__(self, actions: ResultActions, row: StoredGeneration, options: ImagineOptions):
+        super().__init__(title=_MODAL_TITLE, custom_id=f"imagine:edit-form:{row.id}")
+        self._actions = actions
+        self._row = row
+        self._options = options
+        spec = CATALOG[row.model]
+        self.prompt: ui.TextInput[EditPromptModal] = ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=options.prompt,
+            max_length=min(MODAL_TEXT_MAX, spec.prompt_limit),
+        )
+        self.add_item(self.prompt)
+        self.size: ui.TextInput[EditPromptModal] | None = None
+        self.quality: ui.TextInput[EditPromptModal] | None = None
+        if len(spec.sizes) > 1 or spec.custom_sizes is not None:
+            self.size = ui.TextInput(
+                label="Size", default=options.size, required=False, max_length=20
+            )
+            self.add_item(self.size)
+        if len(spec.qualities) > 1:
+            self.quality = ui.TextInput(
+                label="Quality", default=options.quality, required=False, max_length=20
+            )
+            self.add_item(self.quality)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Validate exactly as /imagine does, then generate for the member who submitted."""
+        options = ImagineOptions(
+            prompt=self.prompt.value,
+            model=self._options.model,
+            size=(self.size.value.strip() or None) if self.size else self._options.size,
+            quality=(self.quality.value.strip() or None) if self.quality else self._options.quality,
+            n=self._options.n,
+            style=self._options.style,
+            background=self._options.background,
+            output_format=self._options.output_format,
+            output_compression=self._options.output_compression,
+        )
+        await self._actions.generate_from(interaction, self._row, options)
+
+
+class ResultActions(commands.Cog, name=ACTIONS_COG):
+    """The buttons' handlers and /history."""
+
+    def __init__(self, service: GenerationService, imagine: ImagineCog, default_model: str) -> None:
+        self._service = service
+        self._imagine = imagine
+        self._default_model = default_model
+
+    async def press(
+        self, action: str, interaction: discord.Interaction, generation_id: int
+    ) -> None:
+        """One press of a result's button."""
+        row = await read_generation(self._service.ledger.reader, generation_id)
+        if row is None:
+            await answer(interaction, "This result is no longer in the bot's log.")
+            return
+        if action == "details":
+            await answer(interaction, embed=details_embed(row))
+        elif action == "delete":
+            await self._delete(interaction, row)
+        elif action in ("reroll", "edit"):
+            options = await self._options_of(interaction, row)
+            if options is None:
+                return
+            if action == "reroll":
+                await self.generate_from(interaction, row, options)
+            elif len(options.prompt) > MODAL_TEXT_MAX:
+                await answer(
+                    interaction,
+                    f"This prompt is longer than a form can hold ({MODAL_TEXT_MAX:,} "
+                    "characters): use /imagine to change it.",
+                )
+            else:
+                await interaction.response.send_modal(EditPromptModal(self, row, options))
+        else:
+            await answer(interaction, "This button is not one the bot knows.")
+
+    async def _options_of(
+        self, interaction: discord.Interaction, row: StoredGeneration
+    ) -> ImagineOptions | None:
+        """The stored request, or None after saying privately why it cannot run again."""
+        if row.model not in CATALOG:
+            await answer(
+                interaction,
+                f"The model {row.model} is no longer offered, so this cannot run again.",
+            )
+            return None
+        if row.options_json is None:
+            await answer(
+                interaction,
+                "This result is older than the buttons: its request was not kept. "
+                "Use /imagine instead.",
+            )
+            return None
+        try:
+            return ImagineOptions.from_json(row.options_json)
+        except ValueError:
+            log.warning("unreadable stored options generation=%s", row.id)
+            await answer(interaction, "This result's request cannot be read back. Use /imagine.")
+            return None
+
+    async def generate_from(
+        self, interaction: discord.Interaction, row: StoredGeneration, options: ImagineOptions
+    ) -> None:
+        """A new generation from a result, billed to whoever asked for it."""
+        try:
+            request = validate(options, self._default_model)
+        except InvalidOption as error:
+            await answer(interaction, f"\u26a0\ufe0f {error.message}")
+            return
+        url = (
+            jump_url(row.guild_id, row.result_channel_id, row.result_message_id)
+            if row.result_channel_id and row.result_message_id and not row.deleted_at
+            else None
+        )
+        await self._imagine.run_request(
+            interaction,
+            request,
+            private=row.private,
+            parent=ResultLink(row.id, None if row.private else url),
+        )
+
+    async def _delete(self, interaction: discord.Interaction, row: StoredGeneration) -> None:
+        if interaction.user.id != row.user_id and not _can_moderate(interaction):
+            await answer(
+                interaction,
+                "Only the member who asked for this result, or a member with Manage Messages, "
+                "can delete it.",
+            )
+            return
+        # DEFERRED_UPDATE: for a component, the original response is the result message
+        # itself, which works for private results too.
+        await interaction.response.defer()
+        try:
+            await interaction.delete_original_response()
+        except discord.NotFound:
+            pass
+        except discord.HTTPException as error:
+            await answer(
+                interaction, f"Discord would not delete the message (HTTP {error.status})."
+            )
+            return
+        await mark_deleted(
+            self._service.ledger.connection, row.id, interaction.user.id, self._service.ledger.now()
+        )
+        log.info("result deleted generation=%s by=%s", row.id, interaction.user.id)
+
+    @app_commands.command(name="history", description="Your latest generations, only to you")
+    @app_commands.describe(count=f"How many (default 10, at most {HISTORY_MAX})")
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    @app_commands.allowed_installs(guilds=True, users=False)
+    async def history_command(
+        self, interaction: discord.Interaction, count: Range[int, 1, HISTORY_MAX] = 10
+    ) -> None:
+        """One's own last generations with jump links; nothing of other members."""
+        rows = await history(self._service.ledger.reader, interaction.user.id, count)
+        await answer(interaction, embed=history_embed(rows))
