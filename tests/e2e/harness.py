@@ -36,6 +36,18 @@ class Harness:
         kwargs = {key: options.pop(key) for key in list(options) if key in _INTERACTION_KWARGS}
         return await self.discord.invoke("imagine", options, **kwargs)
 
+    async def settled(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until no generation is in flight, so every row has its final status.
+
+        The member sees the images before the bot writes the row's final status: a test
+        that reads reports right after the upload must wait for this.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.app.service.in_flight:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("generations still in flight")
+            await asyncio.sleep(0.01)
+
     async def stop(self) -> int:
         """Shut the bot down like SIGTERM does and return its exit status."""
         self.app.request_shutdown("test finished")

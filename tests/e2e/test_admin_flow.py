@@ -90,6 +90,7 @@ async def test_server_report_chart_and_export(bot: Harness) -> None:
     """After two generations the admin gets a PNG chart and a CSV with both rows."""
     for user in (MEMBER, MEMBER + 1):
         await (await bot.imagine(prompt="x", user_id=user)).wait_for(lambda r: bool(r.files))
+    await bot.settled()
     report = await bot.discord.invoke(
         "usage-admin", {}, subcommand="server", user_id=ADMIN, permissions=MANAGER_PERMISSIONS
     )

@@ -77,6 +77,7 @@ async def bot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         handle = await harness.imagine(prompt="three boats", model="dall-e-2", n=3, user_id=MEMBER)
         final = await handle.wait_for(lambda r: bool(r.files), timeout=10)
         assert len(final.files) == 3
+        await harness.settled()
         yield harness
 
 
