@@ -1,4 +1,4 @@
-"""The whole bot as users feel it: `python -m bench.bot_bench [--runs 3]`.
+"""The whole bot as users feel it: `python -m bench.bot_bench [--runs 3] [--smoke]`.
 
 Starts `python -m bot` as a subprocess against the loopback fakes (tests/fakes: Discord's REST
 and gateway, CometAPI with a set upstream latency), fires /imagine and measures:
@@ -13,7 +13,10 @@ and gateway, CometAPI with a set upstream latency), fires /imagine and measures:
    wait, so it pays every cost of the machine the bot pays);
 3. a burst of 200 simultaneous /imagine from 50 users, 2 s upstream, 200 concurrent
    generations: wall time to the last final message (beside the fake Discord's own floor for
-   that many uploads), the worst event-loop lag the bot logs (LOOP_LAG_LOG_S), errors;
+   that many uploads), the worst event-loop lag the bot logs (LOOP_LAG_LOG_S), errors; and
+   the same burst acknowledged by a bare discord.py bot (bench/baseline_bot.py: /imagine only
+   defers) against its own fake, just before and just after ours, with the ratio ours / bare
+   bot;
 4. peak RSS of the bot during 50 concurrent ~4 MiB images, and per image in flight;
 5. start-up: process start to the `ready as` log line (every bot process started);
 6. client CPU per upstream call, ours (`CometAPIClient.generate`) against the official `openai`
@@ -23,7 +26,12 @@ and gateway, CometAPI with a set upstream latency), fires /imagine and measures:
 Prints a Markdown table (medians of `--runs`), the targets met or missed, and writes
 bench/results/bot_bench.json. `--bot-root` measures a scratch copy of the package instead and
 `--bot-env NAME=VALUE` passes settings to it. Only loopback addresses; every wait is bounded;
-a full run takes about a minute on two cores.
+a full run takes about a minute and a half on two cores. `--smoke` runs every phase once at
+tiny sizes, prints the figures and judges no target (and writes no JSON): CI runs it so that
+the benchmark cannot silently stop working; any error still fails it.
+
+The helpers here (bot processes, bursts, acknowledgements) are shared by bench/contention.py
+and bench/speed_extra.py.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -221,12 +230,17 @@ class BotProcess:
                 worst = max(worst or 0.0, float(match[2]))
         return worst
 
-    def problems(self) -> list[str]:
-        """Log lines that show something went wrong."""
+    def problems(self, excused: Sequence[tuple[float, float]] = ()) -> list[str]:
+        """Log lines that show something went wrong, outside the `excused` spans of time.
+
+        A phase that provokes errors on purpose (a locked database) reports its own and
+        excuses its span, so that every other error still fails the run.
+        """
         return [
             line
-            for _, line in self.lines
-            if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
+            for at, line in self.lines
+            if (" ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"))
+            and not any(start <= at <= end for start, end in excused)
         ]
 
     def log_text(self) -> str:
@@ -234,17 +248,25 @@ class BotProcess:
         return "\n".join(line for _, line in self.lines)
 
 
-@asynccontextmanager
-async def bot_process(
-    fake: FakeDiscord, comet: FakeCometAPI, workdir: Path, root: Path = ROOT, **settings: str
-) -> AsyncIterator[BotProcess]:
-    """Start the bot (the package in `root`) against the fakes; SIGTERM it on exit."""
+# How each kind of bot process is started: the real bot, and the bare discord.py baseline.
+BOT_COMMAND: Final = ("-m", "bot")
+BASELINE_COMMAND: Final = ("-m", "bench.baseline_bot")
+
+
+def bot_env(
+    fake: FakeDiscord,
+    comet: FakeCometAPI | None,
+    workdir: Path,
+    root: Path,
+    settings: dict[str, str],
+) -> dict[str, str]:
+    """The process's whole environment: nothing inherited but PATH, so runs compare."""
+    # The bot package from `root` first; the benchmark's own helpers (bench/) from this tree.
+    path = str(root) if root == ROOT else os.pathsep.join((str(root), str(ROOT)))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(root),
+        "PYTHONPATH": path,
         "DISCORD_TOKEN": fake.token,
-        "COMETAPI_KEY": COMET_KEY,
-        "COMETAPI_BASE_URL": comet.base_url,
         "DISCORD_API_BASE_URL": fake.api_base_url,
         "DATABASE_PATH": str(workdir / "usage.db"),
         "DEFAULT_MODEL": MODEL,
@@ -252,13 +274,31 @@ async def bot_process(
         "SHUTDOWN_GRACE_S": "5",
         "LOG_LEVEL": "INFO",
         "LOOP_LAG_LOG_S": f"{LAG_WINDOW_S}",
-        **settings,
     }
+    if comet is not None:
+        env |= {"COMETAPI_KEY": COMET_KEY, "COMETAPI_BASE_URL": comet.base_url}
+    return env | settings
+
+
+@asynccontextmanager
+async def bot_process(
+    fake: FakeDiscord,
+    comet: FakeCometAPI | None,
+    workdir: Path,
+    root: Path = ROOT,
+    *,
+    command: Sequence[str] = BOT_COMMAND,
+    **settings: str,
+) -> AsyncIterator[BotProcess]:
+    """Start `python <command>` (the package in `root`) against the fakes; SIGTERM it on exit.
+
+    `comet` is None for a process that calls no upstream (the baseline bot).
+    """
+    env = bot_env(fake, comet, workdir, root, settings)
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "bot",
+        *command,
         cwd=workdir,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -303,9 +343,12 @@ class Outcome:
     final_s: float | None = None
     final_at: float | None = None
     error: str | None = None
+    callback_type: int | None = None
+    """4: answered at once with a message (a refusal), 5: deferred."""
+    callback_content: str | None = None
 
 
-def _is_final(request: RecordedRequest) -> bool:
+def is_final(request: RecordedRequest) -> bool:
     """The message that ends the wait: images attached, or an error shown instead."""
     if request.route not in FINAL_ROUTES:
         return False
@@ -323,20 +366,63 @@ def imagine_payload(fake: FakeDiscord, user: int, prompt: str) -> dict[str, Any]
     )
 
 
+def _prompt_of(payload: dict[str, Any]) -> str:
+    return str(payload["data"]["options"][0]["value"])
+
+
+async def acknowledge(
+    fake: BenchDiscord,
+    payload: dict[str, Any],
+    outcome: Outcome,
+    timeout: float = CALLBACK_TIMEOUT_S,  # noqa: ASYNC109
+) -> Any:
+    """Send one interaction, note its acknowledgement in `outcome`; its handle.
+
+    The acknowledgement is the time from the INTERACTION_CREATE frame leaving the fake to the
+    callback request arriving there, whatever the callback says, and even when it came too
+    late for Discord (which the fake answers with 404 and records as a violation).
+    """
+    handle = await fake.dispatch(payload)
+    callback = await handle.wait_for_callback(timeout=timeout)
+    outcome.ack_s = callback.at - fake.sent_at[handle.token]
+    body = callback.json if isinstance(callback.json, dict) else {}
+    outcome.callback_type = body.get("type")
+    data = body.get("data")
+    if isinstance(data, dict) and data.get("content"):
+        outcome.callback_content = str(data["content"])[:200]
+    return handle
+
+
+async def acknowledge_only(fake: BenchDiscord, payload: dict[str, Any]) -> Outcome:
+    """One interaction's acknowledgement, which must be a deferral; nothing after it."""
+    outcome = Outcome(_prompt_of(payload))
+    try:
+        await acknowledge(fake, payload, outcome)
+    except TimeoutError as error:
+        outcome.error = f"timeout: {str(error).splitlines()[0]}"
+        return outcome
+    if outcome.callback_type != 5:
+        outcome.error = f"answered with callback type {outcome.callback_type}"
+    return outcome
+
+
+async def acknowledge_many(fake: BenchDiscord, count: int, users: int, tag: str) -> list[Outcome]:
+    """`count` simultaneous /imagine from `users` users; only their acknowledgements."""
+    payloads = [imagine_payload(fake, i % users, f"{tag} {i}") for i in range(count)]
+    return list(await asyncio.gather(*(acknowledge_only(fake, p) for p in payloads)))
+
+
 async def imagine(fake: BenchDiscord, payload: dict[str, Any], wait_s: float) -> Outcome:
     """Send one /imagine and wait for its acknowledgement and its final message."""
-    outcome = Outcome(str(payload["data"]["options"][0]["value"]))
+    outcome = Outcome(_prompt_of(payload))
     try:
-        handle = await fake.dispatch(payload)
-        callback = await handle.wait_for_callback(timeout=CALLBACK_TIMEOUT_S)
-        sent = fake.sent_at[handle.token]
-        outcome.ack_s = callback.at - sent
-        if callback.json.get("type") != 5:
-            outcome.error = f"answered with callback type {callback.json.get('type')}"
+        handle = await acknowledge(fake, payload, outcome)
+        if outcome.callback_type != 5:
+            outcome.error = f"answered with callback type {outcome.callback_type}"
             return outcome
-        final = await handle.wait_for(_is_final, timeout=wait_s)
+        final = await handle.wait_for(is_final, timeout=wait_s)
         outcome.final_at = fake.done_at[id(final)]
-        outcome.final_s = outcome.final_at - sent
+        outcome.final_s = outcome.final_at - fake.sent_at[handle.token]
         if not final.files:
             outcome.error = str(final.json.get("content"))[:200]
     except TimeoutError as error:
@@ -356,11 +442,13 @@ async def imagine_many(
     return list(await asyncio.gather(*(imagine(fake, p, wait_s) for p in payloads)))
 
 
-def errors_of(outcomes: Sequence[Outcome], fake: FakeDiscord, comet: FakeCometAPI) -> list[str]:
+def errors_of(
+    outcomes: Sequence[Outcome], fake: FakeDiscord, comet: FakeCometAPI | None
+) -> list[str]:
     """Every failed interaction and every protocol violation either fake recorded."""
     found = [o.error for o in outcomes if o.error]
     found += [f"discord: {v}" for v in fake.violations]
-    found += [f"cometapi: {v}" for v in comet.violations]
+    found += [f"cometapi: {v}" for v in comet.violations] if comet is not None else []
     return found
 
 
@@ -466,6 +554,23 @@ class Config:
     cpu_calls: int = 40
     bot_root: Path = ROOT
     bot_env: tuple[tuple[str, str], ...] = ()
+    smoke: bool = False
+    """Tiny sizes to prove every phase still works: figures printed, no target judged."""
+
+    def smoke_sized(self) -> Config:
+        """The same run at sizes that take seconds: every phase and every process, once."""
+        return replace(
+            self,
+            ack_samples=5,
+            latency_samples=2,
+            burst=20,
+            burst_users=5,
+            burst_upstream_s=0.5,
+            memory_images=4,
+            memory_upstream_s=0.3,
+            cpu_calls=min(self.cpu_calls, 4),
+            smoke=True,
+        )
 
 
 @dataclass
@@ -656,6 +761,43 @@ async def phase_burst(
     return result
 
 
+async def baseline_burst(
+    fake: BenchDiscord, bot: BotProcess, config: Config, tag: str
+) -> dict[str, Any]:
+    """The burst's payloads to the bare discord.py bot: acknowledgements, lag, errors."""
+    fake.forget()
+    started = time.monotonic()
+    outcomes = await acknowledge_many(fake, config.burst, config.burst_users, f"baseline {tag}")
+    finished = time.monotonic()
+    # The lag line of the window holding the burst's end is logged up to a window later.
+    await asyncio.sleep(LAG_WINDOW_S + 0.3)
+    result = {
+        "acks": [o.ack_s for o in outcomes if o.ack_s is not None],
+        "lag_ms": bot.lag_between(started, finished),
+        "errors": errors_of(outcomes, fake, None),
+    }
+    fake.forget()
+    return result
+
+
+def pooled(*bursts: dict[str, Any]) -> dict[str, Any]:
+    """Several bursts' acknowledgements as one sample; the worst lag; every error."""
+    lags = [b["lag_ms"] for b in bursts if b["lag_ms"] is not None]
+    return {
+        "ack": spread([a for b in bursts for a in b["acks"]], 50, 99),
+        "lag_ms": max(lags) if lags else None,
+        "errors": [e for b in bursts for e in b["errors"]],
+        "bursts": len(bursts),
+    }
+
+
+def ratios(ours: dict[str, float], floor: dict[str, float], *keys: str) -> dict[str, float]:
+    """ours / floor for each key (NaN where the floor is missing or zero)."""
+    return {
+        key: ours[key] / floor[key] if floor.get(key) else math.nan for key in keys if key in ours
+    }
+
+
 def rss_of(pid: int) -> int:
     """Resident bytes of a process now."""
     return int(psutil.Process(pid).memory_info().rss)
@@ -798,7 +940,8 @@ async def phase_cpu(config: Config) -> dict[str, Any]:
                     request = validate(ImagineOptions(prompt=prompt), MODEL)
 
                     async def call_ours(request: Any = request) -> object:
-                        return await ours.generate(request)
+                        # A fresh id per call, as the service makes one per generation.
+                        return await ours.generate(request, request_id=uuid.uuid4().hex[:12])
 
                     async def call_sdk(prompt: str = prompt) -> object:
                         return await sdk.images.generate(model=MODEL, prompt=prompt)
@@ -843,37 +986,13 @@ async def phase_cpu(config: Config) -> dict[str, Any]:
 
 
 async def one_run(config: Config, images: Images) -> dict[str, Any]:
-    """Every measurement once: two bot processes (latency and burst; memory), then the CPU."""
+    """Every measurement once: two bot processes (and the bare one beside the first), the CPU."""
     result: dict[str, Any] = {"startup_s": []}
     with tempfile.TemporaryDirectory(prefix="bot-bench-") as folder:
         workdir = Path(folder)
-        (workdir / "a").mkdir()
-        (workdir / "b").mkdir()
-        async with (
-            BenchDiscord() as fake,
-            FakeCometAPI(api_key=COMET_KEY) as comet,
-            aiohttp.ClientSession() as session,
-        ):
-            async with bot_process(
-                fake,
-                comet,
-                workdir / "a",
-                config.bot_root,
-                **dict(config.bot_env),
-                MAX_CONCURRENT_GENERATIONS=str(config.burst),
-            ) as bot:
-                result["startup_s"].append(bot.startup_s)
-                comet.default = raw_json(b64_reply_body(images.small), 0.0)
-                await imagine_many(fake, 3, 3, 30, "warm-up")
-                progress("acknowledgement, one at a time")
-                result["ack_idle"] = await phase_ack(fake, comet, bot, images, config)
-                progress("added latency and floors")
-                result["added"] = await phase_added(fake, comet, session, images, config)
-                progress(f"burst of {config.burst}")
-                result["burst"] = await phase_burst(fake, comet, bot, images, config)
-                result["lag_logged"] = any(LAG_RE.search(line) for _, line in bot.lines)
-            result["log_problems_a"] = bot.problems()
-            result["exit_a"] = bot.process.returncode
+        for name in ("base", "a", "b"):
+            (workdir / name).mkdir()
+        await latency_and_burst(config, images, workdir, result)
         async with (
             BenchDiscord() as fake,
             FakeCometAPI(api_key=COMET_KEY) as comet,
@@ -895,6 +1014,55 @@ async def one_run(config: Config, images: Images) -> dict[str, Any]:
         progress("client CPU: ours and the openai SDK")
     result["cpu"] = await phase_cpu(config) if config.cpu_calls else {}
     return result
+
+
+async def latency_and_burst(
+    config: Config, images: Images, workdir: Path, result: dict[str, Any]
+) -> None:
+    """Process a: acknowledgements, added latency, the burst; beside it, the bare bot.
+
+    The bare bot's process runs (idle) beside ours, and gets the burst's payloads just before
+    and just after our burst: what else the machine is doing then weighs on both alike, so
+    their ratio holds where their absolute times drift from run to run.
+    """
+    async with (
+        BenchDiscord() as base_fake,
+        bot_process(base_fake, None, workdir / "base", ROOT, command=BASELINE_COMMAND) as baseline,
+    ):
+        await acknowledge_many(base_fake, 3, 3, "warm-up")
+        async with (
+            BenchDiscord() as fake,
+            FakeCometAPI(api_key=COMET_KEY) as comet,
+            aiohttp.ClientSession() as session,
+        ):
+            async with bot_process(
+                fake,
+                comet,
+                workdir / "a",
+                config.bot_root,
+                **dict(config.bot_env),
+                MAX_CONCURRENT_GENERATIONS=str(config.burst),
+            ) as bot:
+                result["startup_s"].append(bot.startup_s)
+                comet.default = raw_json(b64_reply_body(images.small), 0.0)
+                await imagine_many(fake, 3, 3, 30, "warm-up")
+                progress("acknowledgement, one at a time")
+                result["ack_idle"] = await phase_ack(fake, comet, bot, images, config)
+                progress("added latency and floors")
+                result["added"] = await phase_added(fake, comet, session, images, config)
+                progress(f"burst of {config.burst}, the bare bot's just before and after")
+                before = await baseline_burst(base_fake, baseline, config, "before")
+                result["burst"] = await phase_burst(fake, comet, bot, images, config)
+                after = await baseline_burst(base_fake, baseline, config, "after")
+                result["baseline"] = pooled(before, after)
+                result["burst"]["vs_baseline"] = ratios(
+                    result["burst"]["ack"], result["baseline"]["ack"], "p50_ms", "p99_ms", "max_ms"
+                )
+                result["lag_logged"] = any(LAG_RE.search(line) for _, line in bot.lines)
+            result["log_problems_a"] = bot.problems()
+            result["exit_a"] = bot.process.returncode
+    result["log_problems_base"] = baseline.problems()
+    result["exit_base"] = baseline.process.returncode
 
 
 def progress(what: str) -> None:
@@ -926,6 +1094,12 @@ def median_of(runs: Sequence[dict[str, Any]], *path: str) -> float | None:
     return _median(values)
 
 
+# The phases whose errors fail the run, and each bot process's log problems and exit status.
+PHASES: Final = ("baseline", "ack_idle", "added", "burst", "memory")
+LOG_KEYS: Final = ("log_problems_base", "log_problems_a", "log_problems_b")
+EXIT_KEYS: Final = ("exit_base", "exit_a", "exit_b")
+
+
 def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Medians of every figure the table shows, and the targets checked against them."""
     m: dict[str, Any] = {}
@@ -936,6 +1110,10 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for q in ("p50_ms", "p99_ms", "max_ms"):
         put(f"ack_idle_{q}", "ack_idle", q)
         put(f"ack_burst_{q}", "burst", "ack", q)
+        put(f"ack_baseline_{q}", "baseline", "ack", q)
+        # The median of the runs' ratios: each ratio compares two bursts of one run.
+        put(f"ack_burst_vs_baseline_{q}", "burst", "vs_baseline", q)
+    put("baseline_lag_ms", "baseline", "lag_ms")
     for kind in ("b64_1mib", "b64_4mib", "url_1mib"):
         for mode in ADDED_MODES:
             for q in ("p50_ms", "p95_ms"):
@@ -948,9 +1126,9 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     put("burst_lag_ms", "burst", "lag_ms")
     put("idle_lag_ms", "ack_idle", "lag_ms")
     m["burst_errors"] = max(len(run["burst"]["errors"]) for run in runs)
-    m["all_errors"] = sum(
-        len(run[k]["errors"]) for run in runs for k in ("ack_idle", "added", "burst", "memory")
-    ) + sum(len(run["log_problems_a"]) + len(run["log_problems_b"]) for run in runs)
+    m["all_errors"] = sum(len(run[k]["errors"]) for run in runs for k in PHASES) + sum(
+        len(run[key]) for run in runs for key in LOG_KEYS
+    )
     put("memory_baseline_mib", "memory", "baseline_mib")
     put("memory_peak_mib", "memory", "peak_mib")
     put("memory_per_image_mib", "memory", "per_image_mib")
@@ -998,25 +1176,38 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
-def _f(value: float | None, digits: int = 1) -> str:
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A figure for a table cell; n/a when it was not measured."""
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def table(m: dict[str, Any], runs: int, config: Config) -> str:
     """The figures as a Markdown table (medians of `runs` runs)."""
-    head = "median of" if runs > 1 else "one run,"
     rows = [
-        f"| measure ({head} {runs} run{'s' if runs > 1 else ''}) | value | target |",
+        f"| measure ({runs_label(runs)}) | value | target |",
         "|---|---|---|",
         (
             f"| ack, idle ({config.ack_samples} one at a time): p50 / p99 / max | "
-            f"{_f(m['ack_idle_p50_ms'])} / {_f(m['ack_idle_p99_ms'])} / "
-            f"{_f(m['ack_idle_max_ms'])} ms | p99 < 100 ms |"
+            f"{fmt(m['ack_idle_p50_ms'])} / {fmt(m['ack_idle_p99_ms'])} / "
+            f"{fmt(m['ack_idle_max_ms'])} ms | p99 < 100 ms |"
         ),
         (
             f"| ack, during the {config.burst}-burst: p50 / p99 / max | "
-            f"{_f(m['ack_burst_p50_ms'])} / {_f(m['ack_burst_p99_ms'])} / "
-            f"{_f(m['ack_burst_max_ms'])} ms | p99 < 100 ms |"
+            f"{fmt(m['ack_burst_p50_ms'])} / {fmt(m['ack_burst_p99_ms'])} / "
+            f"{fmt(m['ack_burst_max_ms'])} ms | p99 < 100 ms |"
+        ),
+        (
+            f"| ack, the same burst to a bare discord.py bot (only defers; just before and "
+            f"just after ours, pooled): p50 / p99 / max; its worst loop lag | "
+            f"{fmt(m['ack_baseline_p50_ms'])} / "
+            f"{fmt(m['ack_baseline_p99_ms'])} / {fmt(m['ack_baseline_max_ms'])} ms; "
+            f"{fmt(m['baseline_lag_ms'])} ms | - |"
+        ),
+        (
+            f"| ack in the burst, ours / bare bot (same run): p50 / p99 / max | "
+            f"{fmt(m['ack_burst_vs_baseline_p50_ms'], 2)}x / "
+            f"{fmt(m['ack_burst_vs_baseline_p99_ms'], 2)}x / "
+            f"{fmt(m['ack_burst_vs_baseline_max_ms'], 2)}x | - |"
         ),
     ]
     labels = {
@@ -1034,10 +1225,10 @@ def table(m: dict[str, Any], runs: int, config: Config) -> str:
             key = f"{kind}_{mode}"
             rows.append(
                 f"| added latency, {label}, {how}: p50 / p95 (floor p50; full floor p50; "
-                f"bot/floor; bot/full floor) | {_f(m[f'{key}_bot_p50_ms'])} / "
-                f"{_f(m[f'{key}_bot_p95_ms'])} ms ({_f(m[f'{key}_floor_p50_ms'])} ms; "
-                f"{_f(m[f'{key}_full_floor_p50_ms'])} ms; {_f(m[f'{key}_ratio_p50'], 2)}x; "
-                f"{_f(m[f'{key}_ratio_full_p50'], 2)}x) | {target} |"
+                f"bot/floor; bot/full floor) | {fmt(m[f'{key}_bot_p50_ms'])} / "
+                f"{fmt(m[f'{key}_bot_p95_ms'])} ms ({fmt(m[f'{key}_floor_p50_ms'])} ms; "
+                f"{fmt(m[f'{key}_full_floor_p50_ms'])} ms; {fmt(m[f'{key}_ratio_p50'], 2)}x; "
+                f"{fmt(m[f'{key}_ratio_full_p50'], 2)}x) | {target} |"
             )
     rows += [
         (
@@ -1045,34 +1236,39 @@ def table(m: dict[str, Any], runs: int, config: Config) -> str:
             f"{config.burst_upstream_s:g} s upstream, "
             f"{config.burst_image_bytes // 1024} KiB images: wall time to last image "
             f"(floor: the same uploads from a plain client, after the upstream) | "
-            f"{_f(m['burst_wall_s'], 2)} s ({config.burst_upstream_s:g} + "
-            f"{_f(m['burst_floor_s'], 2)} s) | <= {config.burst_upstream_s + 2:g} s |"
+            f"{fmt(m['burst_wall_s'], 2)} s ({config.burst_upstream_s:g} + "
+            f"{fmt(m['burst_floor_s'], 2)} s) | <= {config.burst_upstream_s + 2:g} s |"
         ),
         (
-            f"| burst: worst event-loop lag / errors | {_f(m['burst_lag_ms'])} ms / "
+            f"| burst: worst event-loop lag / errors | {fmt(m['burst_lag_ms'])} ms / "
             f"{m['burst_errors']} | < 50 ms / 0 |"
         ),
         (
             f"| memory: {config.memory_images} x 4 MiB in flight: baseline / peak RSS | "
-            f"{_f(m['memory_baseline_mib'])} / {_f(m['memory_peak_mib'])} MiB | - |"
+            f"{fmt(m['memory_baseline_mib'])} / {fmt(m['memory_peak_mib'])} MiB | - |"
         ),
         (
-            f"| memory per in-flight 4 MiB image | {_f(m['memory_per_image_mib'])} MiB "
-            f"({_f(m['memory_per_image_x'], 2)}x the image) | < 3x |"
+            f"| memory per in-flight 4 MiB image | {fmt(m['memory_per_image_mib'])} MiB "
+            f"({fmt(m['memory_per_image_x'], 2)}x the image) | < 3x |"
         ),
-        (f"| memory burst: worst event-loop lag | {_f(m['memory_lag_ms'])} ms | - |"),
-        f"| start-up to ready | {_f(m['startup_s'], 2)} s | < 2 s |",
+        (f"| memory burst: worst event-loop lag | {fmt(m['memory_lag_ms'])} ms | - |"),
+        f"| start-up to ready | {fmt(m['startup_s'], 2)} s | < 2 s |",
     ]
     for size, label in (("64kib", "64 KiB"), ("1mib", "1 MiB")):
         if m[f"cpu_{size}_ours_ms"] is None:
             continue
         rows.append(
             f"| client CPU per call, {label} b64: ours / SDK / SDK+b64decode "
-            f"(ours / SDK+decode) | {_f(m[f'cpu_{size}_ours_ms'], 2)} / "
-            f"{_f(m[f'cpu_{size}_sdk_ms'], 2)} / {_f(m[f'cpu_{size}_sdk_decoded_ms'], 2)} ms "
-            f"({_f(m[f'cpu_{size}_ratio_vs_sdk_decoded'], 2)}x) | <= 1x |"
+            f"(ours / SDK+decode) | {fmt(m[f'cpu_{size}_ours_ms'], 2)} / "
+            f"{fmt(m[f'cpu_{size}_sdk_ms'], 2)} / {fmt(m[f'cpu_{size}_sdk_decoded_ms'], 2)} ms "
+            f"({fmt(m[f'cpu_{size}_ratio_vs_sdk_decoded'], 2)}x) | <= 1x |"
         )
     return "\n".join(rows)
+
+
+def runs_label(runs: int) -> str:
+    """What a table's figures are: one run's, or medians."""
+    return f"median of {runs} runs" if runs > 1 else "one run"
 
 
 def verdicts(m: dict[str, Any]) -> str:
@@ -1092,23 +1288,17 @@ async def run_all(config: Config, runs: int) -> int:
     summary = summarise(results)
     print(table(summary, runs, config))
     print()
-    print(verdicts(summary))
+    if config.smoke:
+        print("  smoke run: tiny sizes, figures mean nothing, no target judged")
+    else:
+        print(verdicts(summary))
     if not results[-1]["lag_logged"]:
         print("  (the bot logged no event-loop lag line: LOOP_LAG_LOG_S is not supported yet)")
-    problems = [
-        error
-        for run in results
-        for key in ("ack_idle", "added", "burst", "memory")
-        for error in run[key]["errors"]
-    ] + [line for run in results for line in run["log_problems_a"] + run["log_problems_b"]]
-    problems += [
-        f"bot exited with status {run[key]}"
-        for run in results
-        for key in ("exit_a", "exit_b")
-        if run[key] != 0
-    ]
+    problems = problems_of(results)
     for problem in problems[:20]:
         print(f"  error: {problem}")
+    if config.smoke:
+        return 1 if problems else 0
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "command": " ".join(["python -m bench.bot_bench", *sys.argv[1:]]),
@@ -1121,6 +1311,19 @@ async def run_all(config: Config, runs: int) -> int:
     RESULTS_PATH.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(f"\nwrote {RESULTS_PATH.relative_to(ROOT)}")
     return 1 if problems else 0
+
+
+def problems_of(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Every error of every run: failed interactions, bot log errors, bad exit statuses."""
+    problems = [error for run in results for key in PHASES for error in run[key]["errors"]]
+    problems += [line for run in results for key in LOG_KEYS for line in run[key]]
+    problems += [
+        f"bot exited with status {run[key]}"
+        for run in results
+        for key in EXIT_KEYS
+        if run[key] != 0
+    ]
+    return problems
 
 
 def revision(root: Path) -> str:
@@ -1162,7 +1365,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Config.burst_image_bytes // 1024,
         help="size of each image in the 200-burst",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer samples, for a smoke test")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, still judged")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one run at tiny sizes: proves every phase works; prints figures, judges nothing",
+    )
     parser.add_argument(
         "--bot-root",
         type=Path,
@@ -1202,6 +1410,8 @@ def main(argv: list[str] | None = None) -> int:
             memory_images=10,
             cpu_calls=min(config.cpu_calls, 8),
         )
+    if args.smoke:
+        return asyncio.run(run_all(config.smoke_sized(), 1))
     return asyncio.run(run_all(config, max(1, min(args.runs, 10))))
 
 
