@@ -8,11 +8,12 @@ and a payload that is merely "enough for today's code" hides KeyErrors until pro
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import mimetypes
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,8 +106,51 @@ CONTEXT_GUILD = 0
 CONTEXT_BOT_DM = 1
 CONTEXT_PRIVATE_CHANNEL = 2
 
+MESSAGE_FLAG_SUPPRESS_EMBEDS = 1 << 2
 MESSAGE_FLAG_EPHEMERAL = 1 << 6
 MESSAGE_FLAG_LOADING = 1 << 7
+MESSAGE_FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
+# "Once a message has been sent with this flag, it can't be removed from that message."
+# (https://discord.com/developers/docs/resources/message#message-object-message-flags)
+MESSAGE_FLAG_COMPONENTS_V2 = 1 << 15
+
+# Component types (https://discord.com/developers/docs/components/reference#component-object).
+COMPONENT_ACTION_ROW = 1
+COMPONENT_BUTTON = 2
+COMPONENT_STRING_SELECT = 3
+COMPONENT_TEXT_INPUT = 4
+COMPONENT_USER_SELECT = 5
+COMPONENT_ROLE_SELECT = 6
+COMPONENT_MENTIONABLE_SELECT = 7
+COMPONENT_CHANNEL_SELECT = 8
+COMPONENT_SECTION = 9
+COMPONENT_TEXT_DISPLAY = 10
+COMPONENT_THUMBNAIL = 11
+COMPONENT_MEDIA_GALLERY = 12
+COMPONENT_FILE = 13
+COMPONENT_SEPARATOR = 14
+COMPONENT_CONTAINER = 17
+COMPONENT_LABEL = 18
+COMPONENT_FILE_UPLOAD = 19
+COMPONENT_RADIO_GROUP = 21
+COMPONENT_CHECKBOX_GROUP = 22
+COMPONENT_CHECKBOX = 23
+SELECT_COMPONENT_TYPES = frozenset(
+    {
+        COMPONENT_STRING_SELECT,
+        COMPONENT_USER_SELECT,
+        COMPONENT_ROLE_SELECT,
+        COMPONENT_MENTIONABLE_SELECT,
+        COMPONENT_CHANNEL_SELECT,
+    }
+)
+
+BUTTON_PRIMARY = 1
+BUTTON_SECONDARY = 2
+BUTTON_SUCCESS = 3
+BUTTON_DANGER = 4
+BUTTON_LINK = 5
+BUTTON_PREMIUM = 6
 
 
 def snowflake_at(ts: float, *, worker: int = 1, process: int = 0, increment: int = 0) -> int:
@@ -675,6 +719,137 @@ def message(
     return payload
 
 
+def walk_components(components: Iterable[Any]) -> Iterator[Json]:
+    """Every component dict of a tree, depth first in document order (parents before children).
+
+    Children live in `components` (action rows, sections, containers), `accessory` (sections)
+    and `component` (labels in modals).
+    """
+    for component in components:
+        if not isinstance(component, dict):
+            continue
+        yield component
+        children = component.get("components")
+        if isinstance(children, list):
+            yield from walk_components(children)
+        for key in ("accessory", "component"):
+            child = component.get(key)
+            if isinstance(child, dict):
+                yield from walk_components([child])
+
+
+def assign_component_ids(components: list[Json]) -> None:
+    """Fill missing `id`s in place the way Discord does: sequentially in document order,
+    skipping ids the sender already used ("generated sequentially if left empty. Generation
+    of ids won't use another id that exists in the message"; an id of 0 counts as empty)."""
+    nodes = list(walk_components(components))
+    used = {n["id"] for n in nodes if isinstance(n.get("id"), int) and n["id"]}
+    counter = 0
+    for node in nodes:
+        if isinstance(node.get("id"), int) and node["id"]:
+            continue
+        counter += 1
+        while counter in used:
+            counter += 1
+        node["id"] = counter
+
+
+def unfurled_media(url: str, *, media_id: int, attachment: Json | None = None) -> Json:
+    """An unfurled media item as Discord returns it: only `url` is settable, the rest is
+    filled in by Discord; an `attachment://name` reference resolves to that attachment."""
+    if attachment is not None:
+        media: Json = {
+            "id": str(media_id),
+            "url": attachment["url"],
+            "proxy_url": attachment["proxy_url"],
+            "width": attachment.get("width"),
+            "height": attachment.get("height"),
+            "content_type": attachment.get("content_type"),
+            "flags": 0,
+            "attachment_id": attachment["id"],
+            "loading_state": 2,  # LOADED_SUCCESS
+        }
+        if "placeholder" in attachment:
+            media["placeholder"] = attachment["placeholder"]
+            media["placeholder_version"] = attachment.get("placeholder_version", 1)
+        return media
+    return {
+        "id": str(media_id),
+        "url": url,
+        "proxy_url": url,
+        "width": None,
+        "height": None,
+        "content_type": None,
+        "flags": 0,
+        "loading_state": 0,  # UNKNOWN: Discord unfurls external media later
+    }
+
+
+def message_components(
+    components: Sequence[Json], *, attachments: Sequence[Json], next_id: Callable[[], int]
+) -> list[Json]:
+    """Components of a sent message as Discord returns them (MessageResponse.components).
+
+    Ids are assigned, the response-only fields get their defaults, and media items that say
+    `attachment://name` resolve to the uploaded attachment of that name.
+    """
+    rendered: list[Json] = copy.deepcopy([c for c in components if isinstance(c, dict)])
+    assign_component_ids(rendered)
+    by_name = {a["filename"]: a for a in attachments}
+
+    def media(value: Any) -> Any:
+        if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+            return value
+        url = value["url"]
+        attachment = by_name.get(url.removeprefix("attachment://"))
+        if not url.startswith("attachment://"):
+            attachment = None
+        return unfurled_media(url, media_id=next_id(), attachment=attachment)
+
+    def drop_nulls(emoji: Any) -> Any:
+        # {"id": null, "name": "🔁"} comes back as {"name": "🔁"} (ComponentEmojiResponse).
+        return (
+            {k: v for k, v in emoji.items() if v is not None} if isinstance(emoji, dict) else emoji
+        )
+
+    for node in walk_components(rendered):
+        kind = node.get("type")
+        for key in [k for k, v in node.items() if v is None and k not in ("description",)]:
+            del node[key]
+        if "emoji" in node:
+            node["emoji"] = drop_nulls(node["emoji"])
+        for option in node.get("options") or ():
+            if isinstance(option, dict) and "emoji" in option:
+                option["emoji"] = drop_nulls(option["emoji"])
+        if kind in SELECT_COMPONENT_TYPES:
+            node.setdefault("min_values", 1)
+            node.setdefault("max_values", 1)
+        elif kind == COMPONENT_CONTAINER:
+            node.setdefault("accent_color", None)
+            node.setdefault("spoiler", False)
+        elif kind == COMPONENT_THUMBNAIL:
+            node["media"] = media(node.get("media"))
+            node.setdefault("description", None)
+            node.setdefault("spoiler", False)
+        elif kind == COMPONENT_MEDIA_GALLERY:
+            for item in node.get("items") or ():
+                if isinstance(item, dict):
+                    item["media"] = media(item.get("media"))
+                    item.setdefault("description", None)
+                    item.setdefault("spoiler", False)
+        elif kind == COMPONENT_FILE:
+            url = node.get("file", {}).get("url") if isinstance(node.get("file"), dict) else None
+            found = by_name.get(str(url).removeprefix("attachment://"))
+            node["file"] = media(node.get("file"))
+            node["name"] = None if found is None else found["filename"]
+            node["size"] = None if found is None else found["size"]
+            node.setdefault("spoiler", False)
+        elif kind == COMPONENT_SEPARATOR:
+            node.setdefault("divider", True)
+            node.setdefault("spacing", 1)
+    return rendered
+
+
 # ---------------------------------------------------------------------------------------------
 # Application commands and interactions
 # ---------------------------------------------------------------------------------------------
@@ -891,10 +1066,13 @@ def interaction(
     attachment_size_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
     entitlements: Sequence[Json] = (),
     joined_at: str | None = None,
+    message: Json | None = None,
 ) -> Json:
     """An Interaction object with every field Discord sends over the gateway.
 
     In a guild the invoker comes as `member` (with computed `permissions`); in a DM as `user`.
+    `message` is, "for components or modals triggered by components, the message they were
+    attached to" (the full message object).
     """
     payload: Json = {
         "id": str(interaction_id),
@@ -925,4 +1103,6 @@ def interaction(
         payload["context"] = CONTEXT_BOT_DM
         # A guild-installed app used in its bot DM is authorised by "guild 0".
         payload["authorizing_integration_owners"] = {"0": "0"}
+    if message is not None:
+        payload["message"] = message
     return payload

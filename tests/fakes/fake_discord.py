@@ -22,12 +22,25 @@ Typical use::
         final = await handle.wait_for_final()
         assert final.files[0].data.startswith(b"\\x89PNG")
         fake.assert_clean()
+
+Components: every message the bot sends or edits has its `components` checked (classic action
+rows, or Components V2 with the IS_COMPONENTS_V2 flag) and stored as Discord returns them (ids
+numbered, `attachment://` media resolved). A test then acts as a member would::
+
+    press = await fake.press(handle.original, "gen:reroll:42")  # MESSAGE_COMPONENT interaction
+    await press.wait_for_callback()                     # type 4/5/6/7/9; 6/7 act on that message
+    submit = await press.submit_modal({"prompt": "a red boat"})  # if the bot answered with a modal
+
+`press`/`select`/`submit_modal` raise `InteractionRefused` for what the Discord client would not
+let a member do (a custom_id not on the message, a disabled or link button, someone else's
+ephemeral message, a required input left empty, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import re
 import time
@@ -61,8 +74,13 @@ __all__ = [
     "FakeDiscord",
     "GatewayFrame",
     "InteractionHandle",
+    "InteractionRefused",
     "RecordedFile",
     "RecordedRequest",
+    "check_components",
+    "check_message",
+    "check_modal",
+    "find_component",
 ]
 
 API_PREFIX = "/api/v10"
@@ -88,6 +106,8 @@ PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
 # SUPPRESS_NOTIFICATIONS, IS_VOICE_MESSAGE, IS_COMPONENTS_V2) and when editing one.
 CREATE_FLAGS = 4 | 64 | 4096 | 8192 | 32768
 EDIT_FLAGS = 4 | 32768
+# The ones the fake keeps on the created message (besides EPHEMERAL, decided per route).
+KEPT_FLAGS = 4 | 4096 | 32768
 
 # Initial response types Discord accepts per interaction type.
 ALLOWED_CALLBACKS: dict[int, frozenset[int]] = {
@@ -118,6 +138,9 @@ ROUTE_MESSAGE_DELETE = "DELETE /webhooks/{app}/{token}/messages/{message}"
 ROUTE_GLOBAL_COMMANDS_PUT = "PUT /applications/{app}/commands"
 ROUTE_GUILD_COMMANDS_PUT = "PUT /applications/{app}/guilds/{guild}/commands"
 ROUTE_CHANNEL_MESSAGE = "POST /channels/{channel}/messages"
+ROUTE_CHANNEL_MESSAGE_GET = "GET /channels/{channel}/messages/{message}"
+ROUTE_CHANNEL_MESSAGE_PATCH = "PATCH /channels/{channel}/messages/{message}"
+ROUTE_CHANNEL_MESSAGE_DELETE = "DELETE /channels/{channel}/messages/{message}"
 
 # The routes that end an interaction's "thinking" state with real content.
 FINAL_ROUTES = frozenset({ROUTE_ORIGINAL_PATCH, ROUTE_FOLLOWUP})
@@ -218,6 +241,12 @@ class Problem:
     def describe(self) -> str:
         where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in self.loc)
         return f"{where.lstrip('.') or '<body>'}: {self.message}"
+
+
+class InteractionRefused(Exception):
+    """Raised in the test when it asks for an interaction no member could trigger: pressing a
+    component that is not on the message, is disabled, is a link, or is on a message the user
+    cannot see; submitting a modal that was never shown, or with values the client refuses."""
 
 
 class _HTTPError(Exception):
@@ -861,6 +890,659 @@ def _check_embeds(
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# Rules Discord documents for message components and modals
+# ---------------------------------------------------------------------------------------------
+
+V2_FLAG = p.MESSAGE_FLAG_COMPONENTS_V2
+# Components-V2 messages: "Messages allow up to 40 total components" (nested ones included;
+# DDOC components/reference.mdx and change-log 2025-04-29), and "the character count of all
+# text display components in a message may total up to 4000 characters"
+# (discord/discord-api-docs#8562; discord.py's LayoutView.content_length says the same).
+MAX_V2_COMPONENTS = 40
+MAX_V2_TEXT = 4000
+MAX_LEGACY_ROWS = 5  # "Legacy messages allow up to 5 action rows as top-level components"
+MESSAGE_TOP_LEVEL_V2 = frozenset(
+    {
+        p.COMPONENT_ACTION_ROW,
+        p.COMPONENT_SECTION,
+        p.COMPONENT_TEXT_DISPLAY,
+        p.COMPONENT_MEDIA_GALLERY,
+        p.COMPONENT_FILE,
+        p.COMPONENT_SEPARATOR,
+        p.COMPONENT_CONTAINER,
+    }
+)
+CONTAINER_CHILDREN = MESSAGE_TOP_LEVEL_V2 - {p.COMPONENT_CONTAINER}
+MODAL_TOP_LEVEL = frozenset({p.COMPONENT_ACTION_ROW, p.COMPONENT_TEXT_DISPLAY, p.COMPONENT_LABEL})
+LABEL_CHILDREN = frozenset(
+    {
+        *p.SELECT_COMPONENT_TYPES,
+        p.COMPONENT_TEXT_INPUT,
+        p.COMPONENT_FILE_UPLOAD,
+        p.COMPONENT_RADIO_GROUP,
+        p.COMPONENT_CHECKBOX_GROUP,
+        p.COMPONENT_CHECKBOX,
+    }
+)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+BUTTON_URL_SCHEMES = ("http://", "https://", "discord://")
+MEDIA_URL_SCHEMES = ("http://", "https://", "attachment://")
+MAX_COMPONENT_ID = 2**31 - 1  # "32 bit integer used as an optional identifier"
+
+Loc = tuple[str | int, ...]
+
+
+def _is_unicode_emoji(name: str) -> bool:
+    """Whether `name` can be a Unicode emoji, not a shortcode (":repeat:") or a word.
+
+    A heuristic: real emoji never contain ASCII letters, whitespace or ':', and ASCII digits,
+    '#' and '*' only appear in keycap sequences (with U+20E3).
+    """
+    if not name or any(c.isspace() or c == ":" or ("a" <= c.lower() <= "z") for c in name):
+        return False
+    if any(c in "0123456789#*" for c in name):
+        return "\u20e3" in name
+    return True
+
+
+def _check_emoji(emoji: Any, loc: Loc, out: list[Problem]) -> None:
+    if emoji is None:
+        return
+    if not isinstance(emoji, dict):
+        out.append(Problem(loc, "DICT_TYPE_CONVERT", "Only dictionaries may be used"))
+        return
+    ident, name = emoji.get("id"), emoji.get("name")
+    if ident is not None:
+        if not str(ident).isdigit():
+            out.append(Problem((*loc, "id"), "BUTTON_COMPONENT_INVALID_EMOJI", "Invalid emoji"))
+        return
+    if not isinstance(name, str) or not _is_unicode_emoji(name):
+        out.append(
+            Problem(
+                (*loc, "name"),
+                "BUTTON_COMPONENT_INVALID_EMOJI",
+                f"Invalid emoji: {name!r} is neither a Unicode emoji nor a custom emoji "
+                "with an id (shortcodes like ':repeat:' are not resolved)",
+            )
+        )
+
+
+@dataclass
+class _ComponentWalk:
+    """One pass over a message's (or modal's) component tree, collecting problems."""
+
+    v2: bool
+    filenames: set[str]
+    out: list[Problem]
+    # CDN URLs (query stripped) of attachments the message already has -> their filenames: a
+    # view rebuilt from a message (LayoutView.from_message) references media by URL.
+    attachment_urls: dict[str, str] = field(default_factory=dict)
+    count: int = 0
+    text_length: int = 0
+    custom_ids: dict[str, Loc] = field(default_factory=dict)
+    ids: dict[int, Loc] = field(default_factory=dict)
+    referenced: set[str] = field(default_factory=set)
+
+    def problem(self, loc: Loc, code: str, message: str, *, reject: bool = True) -> None:
+        self.out.append(Problem(loc, code, message, reject))
+
+    def node(self, component: Any, loc: Loc) -> Json | None:
+        if not isinstance(component, dict):
+            self.problem(loc, "DICT_TYPE_CONVERT", "Only dictionaries may be used")
+            return None
+        self.count += 1
+        ident = component.get("id")
+        if ident is not None:
+            if not _is_int(ident) or not 0 <= ident <= MAX_COMPONENT_ID:
+                self.problem(
+                    (*loc, "id"), "NUMBER_TYPE_MAX", "id must be a 32-bit integer of 0 or more"
+                )
+            elif ident:
+                if ident in self.ids:
+                    self.problem(
+                        (*loc, "id"),
+                        "COMPONENT_ID_DUPLICATED",
+                        f"Component id {ident} is already used in this message",
+                    )
+                self.ids[ident] = loc
+        return component
+
+    def custom_id(self, component: Json, loc: Loc) -> None:
+        value = component.get("custom_id")
+        _check_length(value, (*loc, "custom_id"), 1, 100, self.out)
+        if isinstance(value, str):
+            if value in self.custom_ids:
+                self.problem(
+                    (*loc, "custom_id"),
+                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    f"Component custom id cannot be duplicated ({value!r})",
+                )
+            self.custom_ids[value] = loc
+
+    # -- messages -----------------------------------------------------------------------
+
+    def top_level(self, component: Any, loc: Loc) -> None:
+        found = self.node(component, loc)
+        if found is None:
+            return
+        kind = found.get("type")
+        if not self.v2:
+            if kind != p.COMPONENT_ACTION_ROW:
+                self.problem(
+                    (*loc, "type"),
+                    "UNION_TYPE_CHOICES",
+                    f'Value of field "type" must be one of (1,). (type {kind!r} needs the '
+                    "IS_COMPONENTS_V2 message flag, 1 << 15)",
+                )
+                return
+            self.action_row(found, loc)
+            return
+        if kind not in MESSAGE_TOP_LEVEL_V2:
+            self.problem(
+                (*loc, "type"),
+                "UNION_TYPE_CHOICES",
+                f'Value of field "type" must be one of {tuple(sorted(MESSAGE_TOP_LEVEL_V2))}, '
+                f"not {kind!r}",
+            )
+            return
+        self.layout(found, loc)
+
+    def layout(self, component: Json, loc: Loc) -> None:
+        kind = component.get("type")
+        if kind == p.COMPONENT_ACTION_ROW:
+            self.action_row(component, loc)
+        elif kind == p.COMPONENT_SECTION:
+            self.section(component, loc)
+        elif kind == p.COMPONENT_TEXT_DISPLAY:
+            self.text_display(component, loc)
+        elif kind == p.COMPONENT_MEDIA_GALLERY:
+            self.media_gallery(component, loc)
+        elif kind == p.COMPONENT_FILE:
+            self.file(component, loc)
+        elif kind == p.COMPONENT_SEPARATOR:
+            spacing = component.get("spacing")
+            if spacing is not None and spacing not in (1, 2):
+                self.problem((*loc, "spacing"), "BASE_TYPE_CHOICES", "Value must be one of (1, 2).")
+        elif kind == p.COMPONENT_CONTAINER:
+            self.container(component, loc)
+
+    def action_row(self, row: Json, loc: Loc) -> None:
+        children = row.get("components")
+        if not isinstance(children, list) or not children:
+            self.problem(
+                (*loc, "components"),
+                "BASE_TYPE_BAD_LENGTH",
+                "An action row needs between 1 and 5 components",
+            )
+            return
+        if len(children) > 5:
+            self.problem(
+                (*loc, "components"), "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length."
+            )
+        kinds = [c.get("type") if isinstance(c, dict) else None for c in children]
+        selects = [k for k in kinds if k in p.SELECT_COMPONENT_TYPES]
+        if selects and len(children) > 1:
+            self.problem(
+                (*loc, "components"),
+                "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                "A select menu must be alone in its action row (a row holds up to 5 buttons "
+                "or a single select)",
+            )
+        for index, child in enumerate(children):
+            here = (*loc, "components", index)
+            found = self.node(child, here)
+            if found is None:
+                continue
+            kind = found.get("type")
+            if kind == p.COMPONENT_BUTTON:
+                self.button(found, here)
+            elif kind in p.SELECT_COMPONENT_TYPES:
+                self.select(found, here)
+            else:
+                self.problem(
+                    (*here, "type"),
+                    "UNION_TYPE_CHOICES",
+                    f"A message action row holds buttons or selects, not type {kind!r}"
+                    + (" (text inputs only exist in modals)" if kind == 4 else ""),
+                )
+
+    def button(self, button: Json, loc: Loc) -> None:
+        style = button.get("style")
+        if not _is_int(style) or not 1 <= style <= 6:
+            self.problem(
+                (*loc, "style"), "BASE_TYPE_CHOICES", f"Value must be one of 1..6, not {style!r}."
+            )
+            return
+        present = {k for k in ("custom_id", "url", "sku_id", "label", "emoji") if button.get(k)}
+        if style == p.BUTTON_LINK:
+            if "url" not in present:
+                self.problem((*loc, "url"), "BASE_TYPE_REQUIRED", "Link buttons need a url")
+            elif not str(button["url"]).startswith(BUTTON_URL_SCHEMES):
+                self.problem(
+                    (*loc, "url"),
+                    "URL_TYPE_INVALID_SCHEME",
+                    "Scheme must be one of ('http', 'https', 'discord').",
+                )
+            elif len(str(button["url"])) > 512:
+                self.problem(
+                    (*loc, "url"), "BASE_TYPE_MAX_LENGTH", "Must be 512 or fewer in length."
+                )
+            for key in ("custom_id", "sku_id"):
+                if key in present:
+                    self.problem(
+                        (*loc, key),
+                        "BUTTON_COMPONENT_INVALID_FIELD",
+                        f"Link buttons cannot have a {key}",
+                    )
+        elif style == p.BUTTON_PREMIUM:
+            if "sku_id" not in present:
+                self.problem(
+                    (*loc, "sku_id"), "BASE_TYPE_REQUIRED", "Premium buttons need a sku_id"
+                )
+            for key in ("custom_id", "label", "url", "emoji"):
+                if key in present:
+                    self.problem(
+                        (*loc, key),
+                        "BUTTON_COMPONENT_INVALID_FIELD",
+                        f"Premium buttons cannot have a {key}",
+                    )
+        else:
+            self.custom_id(button, loc)
+            for key in ("url", "sku_id"):
+                if key in present:
+                    self.problem(
+                        (*loc, key),
+                        "BUTTON_COMPONENT_INVALID_FIELD",
+                        f"Buttons of style {style} cannot have a {key} (only style 5 has a url, "
+                        "style 6 a sku_id)",
+                    )
+        label = button.get("label")
+        if label is not None:
+            _check_length(label, (*loc, "label"), 0, 80, self.out)
+        _check_emoji(button.get("emoji"), (*loc, "emoji"), self.out)
+
+    def select(self, select: Json, loc: Loc) -> None:
+        self.custom_id(select, loc)
+        low, high = select.get("min_values"), select.get("max_values")
+        if _is_int(low) and _is_int(high) and low > high:
+            self.problem(
+                (*loc, "min_values"),
+                "SELECT_COMPONENT_MIN_VALUES_TOO_LARGE",
+                "min_values is greater than max_values",
+            )
+        placeholder = select.get("placeholder")
+        if placeholder is not None:
+            _check_length(placeholder, (*loc, "placeholder"), 0, 150, self.out)
+        if select.get("type") == p.COMPONENT_STRING_SELECT:
+            options = select.get("options")
+            if not isinstance(options, list) or not 1 <= len(options) <= 25:
+                self.problem(
+                    (*loc, "options"),
+                    "BASE_TYPE_BAD_LENGTH",
+                    "A string select needs between 1 and 25 options",
+                )
+                return
+            values: set[str] = set()
+            for index, option in enumerate(options):
+                here = (*loc, "options", index)
+                if not isinstance(option, dict):
+                    self.problem(here, "DICT_TYPE_CONVERT", "Only dictionaries may be used")
+                    continue
+                _check_length(option.get("label"), (*here, "label"), 1, 100, self.out)
+                _check_length(option.get("value"), (*here, "value"), 1, 100, self.out)
+                if option.get("description") is not None:
+                    _check_length(option["description"], (*here, "description"), 0, 100, self.out)
+                _check_emoji(option.get("emoji"), (*here, "emoji"), self.out)
+                if option.get("value") in values:
+                    self.problem(
+                        (*here, "value"),
+                        "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED",
+                        "Select option values must be unique",
+                    )
+                values.add(str(option.get("value")))
+
+    def section(self, section: Json, loc: Loc) -> None:
+        children = section.get("components")
+        if not isinstance(children, list) or not 1 <= len(children) <= 3:
+            self.problem(
+                (*loc, "components"),
+                "BASE_TYPE_BAD_LENGTH",
+                "A section needs between 1 and 3 text displays",
+            )
+            children = children if isinstance(children, list) else []
+        for index, child in enumerate(children):
+            here = (*loc, "components", index)
+            found = self.node(child, here)
+            if found is None:
+                continue
+            if found.get("type") != p.COMPONENT_TEXT_DISPLAY:
+                self.problem(
+                    (*here, "type"),
+                    "UNION_TYPE_CHOICES",
+                    'Value of field "type" must be one of (10,).',
+                )
+                continue
+            self.text_display(found, here)
+        accessory = section.get("accessory")
+        here = (*loc, "accessory")
+        if accessory is None:
+            self.problem(here, "BASE_TYPE_REQUIRED", "This field is required")
+            return
+        found = self.node(accessory, here)
+        if found is None:
+            return
+        if found.get("type") == p.COMPONENT_BUTTON:
+            self.button(found, here)
+        elif found.get("type") == p.COMPONENT_THUMBNAIL:
+            self.thumbnail(found, here)
+        else:
+            self.problem(
+                (*here, "type"),
+                "UNION_TYPE_CHOICES",
+                'Value of field "type" must be one of (2, 11).',
+            )
+
+    def text_display(self, text: Json, loc: Loc) -> None:
+        content = text.get("content")
+        _check_length(content, (*loc, "content"), 1, MAX_V2_TEXT, self.out)
+        if isinstance(content, str):
+            self.text_length += len(content)
+
+    def media(self, media: Any, loc: Loc, *, file_only: bool = False) -> str | None:
+        """Checks an unfurled media item; returns the attachment filename it references."""
+        if not isinstance(media, dict) or not isinstance(media.get("url"), str):
+            self.problem((*loc, "url"), "BASE_TYPE_REQUIRED", "This field is required")
+            return None
+        url = str(media["url"])
+        if len(url) > 2048:
+            self.problem((*loc, "url"), "BASE_TYPE_MAX_LENGTH", "Must be 2048 or fewer in length.")
+        if file_only and not url.startswith("attachment://"):
+            self.problem(
+                (*loc, "url"),
+                "UNFURLED_MEDIA_ITEM_ATTACHMENT_REQUIRED",
+                "A File component only takes attachment://<filename> references",
+            )
+            return None
+        if not url.startswith(MEDIA_URL_SCHEMES):
+            self.problem(
+                (*loc, "url"),
+                "URL_TYPE_INVALID_SCHEME",
+                "Scheme must be one of ('http', 'https', 'attachment').",
+            )
+            return None
+        if not url.startswith("attachment://"):
+            known = self.attachment_urls.get(url.split("?", 1)[0])
+            if known is not None:
+                self.referenced.add(known)
+            return None
+        name = url.removeprefix("attachment://")
+        if name not in self.filenames:
+            self.problem(
+                (*loc, "url"),
+                "UNFURLED_MEDIA_ITEM_ATTACHMENT_NOT_FOUND",
+                f"{url} names no attachment of this message "
+                f"(attachments: {sorted(self.filenames) or 'none'})",
+            )
+            return None
+        self.referenced.add(name)
+        return name
+
+    def media_gallery(self, gallery: Json, loc: Loc) -> None:
+        items = gallery.get("items")
+        if not isinstance(items, list) or not 1 <= len(items) <= 10:
+            self.problem(
+                (*loc, "items"),
+                "BASE_TYPE_BAD_LENGTH",
+                "A media gallery holds between 1 and 10 items",
+            )
+            items = items if isinstance(items, list) else []
+        for index, item in enumerate(items):
+            here = (*loc, "items", index)
+            if not isinstance(item, dict):
+                self.problem(here, "DICT_TYPE_CONVERT", "Only dictionaries may be used")
+                continue
+            self.media(item.get("media"), (*here, "media"))
+            if item.get("description") is not None:
+                _check_length(item["description"], (*here, "description"), 1, 1024, self.out)
+
+    def thumbnail(self, thumbnail: Json, loc: Loc) -> None:
+        name = self.media(thumbnail.get("media"), (*loc, "media"))
+        if name is not None and not name.lower().endswith(IMAGE_SUFFIXES):
+            self.problem(
+                (*loc, "media", "url"),
+                "ATTACHMENT_TYPE",
+                f"thumbnails only show images (png/jpg/jpeg/webp/gif), not {name}",
+                reject=False,
+            )
+        if thumbnail.get("description") is not None:
+            _check_length(thumbnail["description"], (*loc, "description"), 1, 1024, self.out)
+
+    def file(self, component: Json, loc: Loc) -> None:
+        self.media(component.get("file"), (*loc, "file"), file_only=True)
+
+    def container(self, container: Json, loc: Loc) -> None:
+        children = container.get("components")
+        if not isinstance(children, list) or not children:
+            self.problem(
+                (*loc, "components"), "BASE_TYPE_MIN_LENGTH", "Must be 1 or more in length."
+            )
+            return
+        color = container.get("accent_color")
+        if color is not None and (not _is_int(color) or not 0 <= color <= 0xFFFFFF):
+            self.problem(
+                (*loc, "accent_color"), "NUMBER_TYPE_MAX", "accent_color must be 0..0xFFFFFF"
+            )
+        for index, child in enumerate(children):
+            here = (*loc, "components", index)
+            found = self.node(child, here)
+            if found is None:
+                continue
+            if found.get("type") not in CONTAINER_CHILDREN:
+                self.problem(
+                    (*here, "type"),
+                    "UNION_TYPE_CHOICES",
+                    f'Value of field "type" must be one of {tuple(sorted(CONTAINER_CHILDREN))} '
+                    f"inside a container, not {found.get('type')!r}",
+                )
+                continue
+            self.layout(found, here)
+
+    # -- modals -------------------------------------------------------------------------
+
+    def modal_top_level(self, component: Any, loc: Loc) -> None:
+        found = self.node(component, loc)
+        if found is None:
+            return
+        kind = found.get("type")
+        if kind == p.COMPONENT_ACTION_ROW:
+            children = found.get("components")
+            if not isinstance(children, list) or not 1 <= len(children) <= 5:
+                self.problem(
+                    (*loc, "components"),
+                    "BASE_TYPE_BAD_LENGTH",
+                    "An action row needs between 1 and 5 components",
+                )
+                return
+            for index, child in enumerate(children):
+                here = (*loc, "components", index)
+                input_ = self.node(child, here)
+                if input_ is None:
+                    continue
+                if input_.get("type") != p.COMPONENT_TEXT_INPUT:
+                    self.problem(
+                        (*here, "type"),
+                        "UNION_TYPE_CHOICES",
+                        "A modal action row only holds text inputs (selects go in a Label)",
+                    )
+                    continue
+                self.text_input(input_, here, in_label=False)
+        elif kind == p.COMPONENT_LABEL:
+            _check_length(found.get("label"), (*loc, "label"), 1, 45, self.out)
+            if found.get("description") is not None:
+                _check_length(found["description"], (*loc, "description"), 1, 100, self.out)
+            here = (*loc, "component")
+            child = self.node(found.get("component"), here)
+            if child is None:
+                return
+            child_kind = child.get("type")
+            if child_kind not in LABEL_CHILDREN:
+                self.problem(
+                    (*here, "type"),
+                    "UNION_TYPE_CHOICES",
+                    f"A Label holds an input or a select, not type {child_kind!r}",
+                )
+            elif child_kind == p.COMPONENT_TEXT_INPUT:
+                self.text_input(child, here, in_label=True)
+            else:
+                self.custom_id(child, here)
+                if child.get("disabled") is not None:
+                    self.problem(
+                        (*here, "disabled"),
+                        "COMPONENT_DISABLED_NOT_ALLOWED",
+                        "Modals can not currently have disabled components in them",
+                    )
+        elif kind == p.COMPONENT_TEXT_DISPLAY:
+            self.text_display(found, loc)
+        else:
+            self.problem(
+                (*loc, "type"),
+                "UNION_TYPE_CHOICES",
+                f'Value of field "type" must be one of (1, 10, 18), not {kind!r}.',
+            )
+
+    def text_input(self, component: Json, loc: Loc, *, in_label: bool) -> None:
+        self.custom_id(component, loc)
+        style = component.get("style")
+        if style not in (1, 2):
+            self.problem((*loc, "style"), "BASE_TYPE_CHOICES", "Value must be one of (1, 2).")
+        label = component.get("label")
+        if in_label:
+            if label is not None:
+                self.problem(
+                    (*loc, "label"),
+                    "TEXT_INPUT_LABEL_NOT_ALLOWED",
+                    "A text input inside a Label cannot have its own label",
+                )
+        else:
+            _check_length(label, (*loc, "label"), 1, 45, self.out)
+        low, high = component.get("min_length"), component.get("max_length")
+        for key, value, bottom in (("min_length", low, 0), ("max_length", high, 1)):
+            if value is not None and (not _is_int(value) or not bottom <= value <= 4000):
+                self.problem(
+                    (*loc, key), "NUMBER_TYPE_MAX", f"{key} must be between {bottom} and 4000"
+                )
+        if _is_int(low) and _is_int(high) and low > high:
+            self.problem(
+                (*loc, "min_length"),
+                "TEXT_INPUT_MIN_LENGTH_TOO_LARGE",
+                "min_length is greater than max_length",
+            )
+        value = component.get("value")
+        if value is not None:
+            _check_length(value, (*loc, "value"), 0, 4000, self.out)
+            if isinstance(value, str) and _is_int(high) and len(value) > high:
+                self.problem(
+                    (*loc, "value"),
+                    "TEXT_INPUT_VALUE_TOO_LONG",
+                    f"the pre-filled value ({len(value)} chars) is longer than max_length {high}: "
+                    "the user cannot submit it unchanged",
+                    reject=False,
+                )
+        placeholder = component.get("placeholder")
+        if placeholder is not None:
+            _check_length(placeholder, (*loc, "placeholder"), 0, 100, self.out)
+        required = component.get("required")
+        if required is not None and not isinstance(required, bool):
+            self.problem((*loc, "required"), "BASE_TYPE_BOOLEAN", "Must be either true or false.")
+
+
+def check_components(
+    components: Any,
+    *,
+    v2: bool,
+    filenames: Iterable[str] = (),
+    loc: Loc = ("components",),
+) -> list[Problem]:
+    """Problems with a message's `components` (classic action rows, or Components V2 when the
+    message has the IS_COMPONENTS_V2 flag). `filenames` are the attachments the message will
+    have, which `attachment://` references must name."""
+    return _walk_components(components, v2=v2, filenames=filenames, loc=loc)[0]
+
+
+def _walk_components(
+    components: Any,
+    *,
+    v2: bool,
+    filenames: Iterable[str],
+    loc: Loc,
+    attachments: Iterable[Json] = (),
+) -> tuple[list[Problem], _ComponentWalk]:
+    out: list[Problem] = []
+    urls = {
+        str(a.get(key) or "").split("?", 1)[0]: str(a.get("filename") or "")
+        for a in attachments
+        for key in ("url", "proxy_url")
+    }
+    walk = _ComponentWalk(v2=v2, filenames=set(filenames), out=out, attachment_urls=urls)
+    if components is None:
+        return out, walk
+    if not isinstance(components, list):
+        out.append(Problem(loc, "ARRAY_TYPE_CONVERT", "Only iterables may be used in a ListType"))
+        return out, walk
+    if not v2 and len(components) > MAX_LEGACY_ROWS:
+        out.append(Problem(loc, "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length."))
+    for index, component in enumerate(components):
+        walk.top_level(component, (*loc, index))
+    if v2 and walk.count > MAX_V2_COMPONENTS:
+        out.append(
+            Problem(
+                loc,
+                "MAX_COMPONENTS_EXCEEDED",
+                f"{walk.count} components (nested included); components-V2 messages allow "
+                f"{MAX_V2_COMPONENTS}",
+            )
+        )
+    if v2 and walk.text_length > MAX_V2_TEXT:
+        out.append(
+            Problem(
+                loc,
+                "MAX_TEXT_LENGTH_EXCEEDED",
+                f"text displays hold {walk.text_length} characters in total; a message allows "
+                f"{MAX_V2_TEXT}",
+            )
+        )
+    return out, walk
+
+
+def check_modal(data: Any, *, loc: Loc = ("data",)) -> list[Problem]:
+    """Problems with a MODAL callback's `data` (custom_id, title, 1-5 top-level components)."""
+    if not isinstance(data, dict):
+        return [Problem(loc, "BASE_TYPE_REQUIRED", "This field is required")]
+    out: list[Problem] = []
+    _check_length(data.get("custom_id"), (*loc, "custom_id"), 1, 100, out)
+    _check_length(data.get("title"), (*loc, "title"), 1, 45, out)
+    components = data.get("components")
+    here = (*loc, "components")
+    if not isinstance(components, list) or not 1 <= len(components) <= 5:
+        # DDOC: "Between 1 and 5 (inclusive) components"; the OpenAPI file says 40.
+        out.append(Problem(here, "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length."))
+        components = components if isinstance(components, list) else []
+    walk = _ComponentWalk(v2=True, filenames=set(), out=out)
+    for index, component in enumerate(components):
+        walk.modal_top_level(component, (*here, index))
+    return out
+
+
+def find_component(components: Iterable[Any], custom_id: str) -> Json | None:
+    """The component with this custom_id anywhere in a component tree (rows, sections,
+    containers, labels), or None."""
+    for component in p.walk_components(components):
+        if component.get("custom_id") == custom_id:
+            return component
+    return None
+
+
 def check_message(
     body: Any,
     *,
@@ -870,8 +1552,13 @@ def check_message(
     existing_filenames: Iterable[str] = (),
     create: bool = True,
     ephemeral_allowed: bool = True,
+    stored: Json | None = None,
 ) -> list[Problem]:
-    """Problems with a message body (create or edit) and the files uploaded with it."""
+    """Problems with a message body (create or edit) and the files uploaded with it.
+
+    `stored` is the stored message an edit applies to: its IS_COMPONENTS_V2 flag sticks, and
+    its content and embeds must be cleared by an edit that turns it into a V2 message.
+    """
     out: list[Problem] = []
     if body is None:
         body = {}
@@ -978,15 +1665,79 @@ def check_message(
                 )
             )
 
-    components = body.get("components")
-    if (
-        isinstance(components, list)
-        and not (_is_int(flags) and flags & 32768)
-        and len(components) > 5
-    ):
+    was_v2 = stored is not None and bool(int(stored.get("flags") or 0) & V2_FLAG)
+    asks_v2 = _is_int(flags) and bool(flags & V2_FLAG)
+    v2 = was_v2 or asks_v2
+    if was_v2 and _is_int(flags) and not asks_v2:
         out.append(
-            Problem((*loc, "components"), "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
+            Problem(
+                (*loc, "flags"),
+                "MESSAGE_FLAGS_INVALID",
+                "IS_COMPONENTS_V2 (1 << 15) cannot be removed from a message once sent with it; "
+                "the message stays a components-V2 message",
+                reject=False,
+            )
         )
+    if v2:
+        out += _check_v2_fields(body, loc, stored=stored, converting=asks_v2 and not was_v2)
+    kept = [
+        a
+        for a in (stored or {}).get("attachments") or []
+        if isinstance(a, dict) and a.get("filename") in filenames
+    ]
+    problems, walk = _walk_components(
+        body.get("components"),
+        v2=v2,
+        filenames=filenames,
+        loc=(*loc, "components"),
+        attachments=kept,
+    )
+    out += problems
+    if v2 and isinstance(body.get("components"), list):
+        hidden = sorted(name for name in filenames - walk.referenced if name)
+        if hidden:
+            out.append(
+                Problem(
+                    (*loc, "attachments"),
+                    "ATTACHMENT_NOT_SHOWN",
+                    f"{', '.join(hidden)}: a components-V2 message only shows attachments that a "
+                    "Media Gallery, Thumbnail or File component references",
+                    reject=False,
+                )
+            )
+    return out
+
+
+def _check_v2_fields(
+    body: Json, loc: tuple[str | int, ...], *, stored: Json | None, converting: bool
+) -> list[Problem]:
+    """With IS_COMPONENTS_V2 "the message can only contain components. Providing content,
+    embeds, sticker_ids, poll, or shared_client_theme will fail with a 400"; an edit that sets
+    the flag must reset the ones the message has ("For content and poll this is null. For
+    embeds and sticker_ids this is []") (DDOC resources/message.mdx, Create and Edit Message)."""
+    out: list[Problem] = []
+    for key, empty in (("content", ""), ("embeds", []), ("sticker_ids", []), ("poll", None)):
+        value = body.get(key)
+        if value not in (None, empty):
+            out.append(
+                Problem(
+                    (*loc, key),
+                    "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                    f"{key} cannot be used with the IS_COMPONENTS_V2 flag; use Text Display "
+                    "components instead",
+                )
+            )
+    if converting and stored is not None:
+        for key, empty in (("content", ""), ("embeds", [])):
+            if stored.get(key) not in (None, empty) and key not in body:
+                out.append(
+                    Problem(
+                        (*loc, key),
+                        "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                        f"the message still has {key}: an edit that sets IS_COMPONENTS_V2 must "
+                        f"reset it ({key}: {'null' if key == 'content' else '[]'})",
+                    )
+                )
     return out
 
 
@@ -1026,6 +1777,10 @@ class _Interaction:
     expired: bool = False
     choices: list[Json] | None = None
     modal: Json | None = None
+    # Component interactions, and modal submits opened from one: the message it came from.
+    source_message_id: str | None = None
+    opener: _Interaction | None = None  # modal submits: the interaction that showed the modal
+    modal_submitted: bool = False
 
 
 class InteractionHandle:
@@ -1089,7 +1844,36 @@ class InteractionHandle:
 
     @property
     def modal(self) -> Json | None:
+        """The modal the bot answered with (callback type 9), component ids filled in."""
         return self._state.modal
+
+    @property
+    def message(self) -> Json | None:
+        """For a component interaction (or a modal opened from one): the message the
+        component is on, as it is now (None once deleted)."""
+        if self._state.source_message_id is None:
+            return None
+        return self._fake.message(self._state.source_message_id)
+
+    def modal_submit_interaction(
+        self, values: Mapping[str, str | Sequence[str]], *, user_id: int | None = None
+    ) -> Json:
+        """The MODAL_SUBMIT interaction Discord sends when the user submits this
+        interaction's modal with `values` ({custom_id: text} for text inputs, or a list of
+        option values for string selects). Raises `InteractionRefused` for what the Discord
+        client would not let the user submit."""
+        return self._fake.modal_submit_interaction(self, values, user_id=user_id)
+
+    async def submit_modal(
+        self,
+        values: Mapping[str, str | Sequence[str]],
+        *,
+        user_id: int | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> InteractionHandle:
+        """Submit the modal the bot showed: dispatches MODAL_SUBMIT and returns its handle."""
+        payload = self.modal_submit_interaction(values, user_id=user_id)
+        return await self._fake.dispatch(payload, timeout=timeout)
 
     def expire(self) -> None:
         """Simulate Discord's 15-minute token expiry."""
@@ -1226,6 +2010,9 @@ _ROUTE_TABLE: tuple[tuple[str, str, str, bool], ...] = (
     ("PATCH", "/webhooks/{app}/{token}/messages/{message}", "_edit_message", False),
     ("DELETE", "/webhooks/{app}/{token}/messages/{message}", "_delete_message", False),
     ("POST", "/channels/{channel}/messages", "_channel_message", True),
+    ("GET", "/channels/{channel}/messages/{message}", "_get_channel_message", True),
+    ("PATCH", "/channels/{channel}/messages/{message}", "_edit_channel_message", True),
+    ("DELETE", "/channels/{channel}/messages/{message}", "_delete_channel_message", True),
     ("POST", "/users/@me/channels", "_create_dm", True),
 )
 ROUTES: tuple[_Route, ...] = tuple(
@@ -1308,6 +2095,13 @@ class FakeDiscord:
 
         # Messages the bot posted with POST /channels/{id}/messages.
         self.channel_messages: dict[int, list[Json]] = {}
+        # Every live message by id (interaction responses, followups, channel messages, and
+        # messages of users made with `user_message`); and the ones deleted, as they were last.
+        self._messages: dict[str, Json] = {}
+        self.deleted_messages: list[Json] = []
+        # The bot's computed permissions per channel for channel endpoints (default
+        # BOT_PERMISSIONS, which lacks MANAGE_MESSAGES); see `bot_permissions_in`.
+        self.bot_channel_permissions: dict[int, int] = {}
 
         # Latency and fault knobs.
         self.route_delays: dict[str, float] = {}
@@ -2080,8 +2874,14 @@ class FakeDiscord:
         return handle
 
     def register(self, payload: Json) -> InteractionHandle:
-        """Make the fake know an interaction (id, token, limits) without sending it."""
+        """Make the fake know an interaction (id, token, limits) without sending it.
+
+        Registering the same payload object again returns the same interaction."""
+        known = self._interactions.get(payload["token"])
+        if known is not None and known.payload is payload:
+            return InteractionHandle(self, known)
         data = payload.get("data") or {}
+        message = payload.get("message")
         state = _Interaction(
             id=int(payload["id"]),
             token=payload["token"],
@@ -2091,12 +2891,348 @@ class FakeDiscord:
             channel_id=int(payload.get("channel_id") or payload["channel"]["id"]),
             attachment_size_limit=int(payload["attachment_size_limit"]),
             focused_type=self._focused_type(data.get("options")),
+            source_message_id=str(message["id"]) if isinstance(message, dict) else None,
         )
         self._interactions[state.token] = state
         return InteractionHandle(self, state)
 
     def handle(self, token: str) -> InteractionHandle:
         return InteractionHandle(self, self._interactions[token])
+
+    # -- messages: the registry -----------------------------------------------------------
+
+    def message(self, message_id: int | str) -> Json | None:
+        """A live message (any the bot sent, or made with `user_message`), as Discord has it
+        now; None if unknown or deleted."""
+        return self._messages.get(str(message_id))
+
+    def _store_message(self, message: Json) -> Json:
+        self._messages[message["id"]] = message
+        return message
+
+    def _forget_message(self, message_id: str) -> None:
+        """A message is gone: from the registry, the channel lists and every interaction."""
+        message = self._messages.pop(message_id, None)
+        if message is None:
+            return
+        self.deleted_messages.append(message)
+        for state in self._interactions.values():
+            if state.original is not None and state.original["id"] == message_id:
+                state.original_deleted = True
+                state.loading = False
+            state.followups.pop(message_id, None)
+        listed = self.channel_messages.get(int(message["channel_id"]))
+        if listed is not None:
+            listed[:] = [m for m in listed if m["id"] != message_id]
+
+    def bot_permissions_in(self, channel_id: int) -> int:
+        """The bot's computed permissions in a channel, for the channel endpoints."""
+        return self.bot_channel_permissions.get(channel_id, p.BOT_PERMISSIONS)
+
+    def user_message(
+        self,
+        content: str,
+        *,
+        user_id: int = 1180000000000000100,
+        username: str = "someone",
+        channel_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> Json:
+        """A message a user (not the bot) posted in a guild channel, so tests can check what
+        the bot may do to other people's messages. Not dispatched over the gateway."""
+        guild = self.guild(guild_id)
+        message = p.message(
+            message_id=self.next_id(),
+            channel_id=channel_id or guild.text_channel_id,
+            author=p.user(user_id, username, global_name=username.title()),
+            content=content,
+            guild_id=guild.id,
+        )
+        return self._store_message(message)
+
+    # -- interactions: components ---------------------------------------------------------
+
+    def _live_message(self, message: Json | int | str) -> Json:
+        message_id = str(message["id"] if isinstance(message, dict) else message)
+        found = self._messages.get(message_id)
+        if found is None:
+            gone = any(m["id"] == message_id for m in self.deleted_messages)
+            raise InteractionRefused(
+                f"message {message_id} {'was deleted' if gone else 'is unknown to the fake'}"
+            )
+        return found
+
+    def _message_viewer(self, message: Json) -> int | None:
+        """Who alone can see (and so use) a message: the invoker for ephemeral responses, the
+        recipient in a DM; None when everyone in the channel can."""
+        if message["flags"] & p.MESSAGE_FLAG_EPHEMERAL:
+            metadata = message.get("interaction_metadata") or {}
+            user = metadata.get("user") or {}
+            return int(user["id"]) if user.get("id") else None
+        for recipient_id, channel in self._dm_channels.items():
+            if channel["id"] == message["channel_id"]:
+                return recipient_id
+        return None
+
+    def component_interaction(
+        self,
+        message: Json | int | str,
+        custom_id: str,
+        *,
+        values: Sequence[str] | None = None,
+        user_id: int | None = None,
+        username: str = "someone",
+        guild_id: int | None = None,
+        permissions: int = MEMBER_PERMISSIONS,
+        app_permissions: int = p.BOT_PERMISSIONS,
+        roles: Iterable[int] = (),
+        attachment_size_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
+        locale: str = "en-US",
+    ) -> Json:
+        """The MESSAGE_COMPONENT interaction Discord sends when a user clicks the button (or
+        picks `values` in the string select) with `custom_id` on `message` (a message dict
+        or id; the fake uses its own current copy of the message).
+
+        Raises `InteractionRefused` where the Discord client would not let the user do it:
+        the component is not on the message (any more), is disabled, is a link or premium
+        button, or the message is ephemeral to someone else / in someone else's DM, or the
+        member cannot view the channel. `user_id` defaults to the user the message was
+        shown to (ephemeral or DM), else to the user whose interaction it answers, else to
+        the default invoker of `invoke`.
+        """
+        stored = self._live_message(message)
+        component = find_component(stored.get("components") or [], custom_id)
+        if component is None:
+            present = [
+                c["custom_id"]
+                for c in p.walk_components(stored.get("components") or [])
+                if isinstance(c.get("custom_id"), str)
+            ]
+            raise InteractionRefused(
+                f"message {stored['id']} has no component with custom_id {custom_id!r} "
+                f"(it has {present or 'none'})"
+            )
+        kind = component.get("type")
+        data: Json = {"custom_id": custom_id, "component_type": kind}
+        if isinstance(component.get("id"), int):
+            data["id"] = component["id"]
+        if kind == p.COMPONENT_BUTTON:
+            if component.get("style") in (p.BUTTON_LINK, p.BUTTON_PREMIUM):
+                raise InteractionRefused(
+                    f"{custom_id!r}: link and premium buttons send no interaction"
+                )
+            if values is not None:
+                raise TypeError("buttons take no values")
+        elif kind == p.COMPONENT_STRING_SELECT:
+            data["values"] = self._select_values(component, values)
+        else:
+            raise InteractionRefused(
+                f"{custom_id!r} is a component of type {kind}; the fake can "
+                "press buttons and pick string-select options"
+            )
+        if component.get("disabled"):
+            raise InteractionRefused(f"{custom_id!r} is disabled on message {stored['id']}")
+
+        message_guild = int(stored["guild_id"]) if stored.get("guild_id") else None
+        if guild_id is not None and guild_id != message_guild:
+            raise ValueError(f"message {stored['id']} is in guild {message_guild}, not {guild_id}")
+        viewer = self._message_viewer(stored)
+        answered = ((stored.get("interaction_metadata") or {}).get("user") or {}).get("id")
+        default = viewer or (int(answered) if answered else 1180000000000000100)
+        presser = user_id if user_id is not None else default
+        if viewer is not None and presser != viewer:
+            raise InteractionRefused(
+                f"message {stored['id']} is only visible to user {viewer}, not {presser}"
+            )
+        invoker = p.user(presser, username, global_name=username.title())
+        channel_id = int(stored["channel_id"])
+        guild = self.guilds.get(message_guild) if message_guild is not None else None
+        if guild is None:
+            channel = self._dm_channels.get(presser) or p.dm_channel(channel_id, invoker)
+        else:
+            if not permissions & p.VIEW_CHANNEL:
+                raise InteractionRefused(
+                    f"user {presser} cannot view channel {channel_id} (no VIEW_CHANNEL)"
+                )
+            channel = p.text_channel(
+                channel_id,
+                "general" if channel_id == guild.text_channel_id else f"ch-{channel_id}",
+                guild_id=guild.id,
+                parent_id=guild.category_id,
+                permissions=permissions,
+            )
+        interaction_id = self.next_id()
+        return p.interaction(
+            interaction_id=interaction_id,
+            interaction_type=p.INTERACTION_MESSAGE_COMPONENT,
+            token=p.interaction_token(interaction_id),
+            application_id=self.application_id,
+            data=data,
+            invoker=invoker,
+            channel=channel,
+            guild=guild,
+            permissions=permissions,
+            app_permissions=app_permissions,
+            roles=roles,
+            locale=locale,
+            attachment_size_limit=attachment_size_limit,
+            message=copy.deepcopy(stored),
+        )
+
+    @staticmethod
+    def _select_values(component: Json, values: Sequence[str] | None) -> list[str]:
+        if values is None:
+            raise TypeError("a select needs `values`")
+        chosen = [str(v) for v in values]
+        offered = {o.get("value") for o in component.get("options") or []}
+        unknown = [v for v in chosen if v not in offered]
+        if unknown:
+            raise InteractionRefused(f"{unknown} are not options of {component['custom_id']!r}")
+        low, high = component.get("min_values", 1), component.get("max_values", 1)
+        if not low <= len(chosen) <= high or len(set(chosen)) != len(chosen):
+            raise InteractionRefused(
+                f"{component['custom_id']!r} takes {low}..{high} distinct values, got {chosen}"
+            )
+        return chosen
+
+    async def press(
+        self,
+        message: Json | int | str,
+        custom_id: str,
+        *,
+        shard_id: int | None = None,
+        **kwargs: Any,
+    ) -> InteractionHandle:
+        """Click a button on a message the bot posted: build the component interaction (see
+        `component_interaction` for kwargs and refusals) and dispatch it."""
+        payload = self.component_interaction(message, custom_id, **kwargs)
+        return await self.dispatch(payload, shard_id=shard_id)
+
+    async def select(
+        self,
+        message: Json | int | str,
+        custom_id: str,
+        values: Sequence[str],
+        *,
+        shard_id: int | None = None,
+        **kwargs: Any,
+    ) -> InteractionHandle:
+        """Pick `values` in a string select on a message and dispatch the interaction."""
+        payload = self.component_interaction(message, custom_id, values=values, **kwargs)
+        return await self.dispatch(payload, shard_id=shard_id)
+
+    # -- interactions: modals -------------------------------------------------------------
+
+    def modal_submit_interaction(
+        self,
+        opened_by: InteractionHandle,
+        values: Mapping[str, str | Sequence[str]],
+        *,
+        user_id: int | None = None,
+    ) -> Json:
+        """The MODAL_SUBMIT interaction for the modal `opened_by` answered with (see
+        `InteractionHandle.submit_modal`). The payload is registered (not dispatched)."""
+        opener = opened_by._state
+        modal = opener.modal
+        if modal is None or opener.response_type != 9:
+            raise InteractionRefused(f"interaction {opener.id} showed no modal")
+        if opener.modal_submitted:
+            raise InteractionRefused(f"the modal of interaction {opener.id} was already submitted")
+        source = opener.payload
+        invoker = (source.get("member") or {}).get("user") or source.get("user") or {}
+        if user_id is not None and str(user_id) != invoker.get("id"):
+            raise InteractionRefused(
+                f"only user {invoker.get('id')} sees the modal of interaction {opener.id}"
+            )
+        unknown = set(values) - {
+            c["custom_id"]
+            for c in p.walk_components(modal["components"])
+            if isinstance(c.get("custom_id"), str)
+        }
+        if unknown:
+            raise InteractionRefused(f"the modal has no inputs {sorted(unknown)}")
+
+        def submitted(component: Json) -> Json:
+            kind = component["type"]
+            answer: Json = {"type": kind, "id": component["id"]}
+            if kind == p.COMPONENT_TEXT_INPUT:
+                answer["custom_id"] = component["custom_id"]
+                answer["value"] = self._text_input_value(component, values)
+            elif kind == p.COMPONENT_STRING_SELECT:
+                answer["custom_id"] = component["custom_id"]
+                picked = values.get(component["custom_id"])
+                picked = [picked] if isinstance(picked, str) else list(picked or [])
+                if component.get("required", True) and not picked:
+                    raise InteractionRefused(f"{component['custom_id']!r} is required")
+                answer["values"] = self._select_values(component, picked) if picked else []
+            elif kind != p.COMPONENT_TEXT_DISPLAY:
+                raise NotImplementedError(f"submitting modal component type {kind}")
+            return answer
+
+        components: list[Json] = []
+        for top in modal["components"]:
+            if top["type"] == p.COMPONENT_ACTION_ROW:
+                components.append(
+                    {
+                        "type": p.COMPONENT_ACTION_ROW,
+                        "id": top["id"],
+                        "components": [submitted(c) for c in top["components"]],
+                    }
+                )
+            elif top["type"] == p.COMPONENT_LABEL:
+                components.append(
+                    {
+                        "type": p.COMPONENT_LABEL,
+                        "id": top["id"],
+                        "component": submitted(top["component"]),
+                    }
+                )
+            else:
+                components.append(submitted(top))
+        interaction_id = self.next_id()
+        payload: Json = {
+            key: copy.deepcopy(value)
+            for key, value in source.items()
+            if key not in ("id", "type", "token", "data", "message")
+        }
+        payload.update(
+            {
+                "id": str(interaction_id),
+                "type": p.INTERACTION_MODAL_SUBMIT,
+                "token": p.interaction_token(interaction_id),
+                "data": {"custom_id": modal["custom_id"], "components": components},
+            }
+        )
+        if opener.source_message_id is not None:
+            current = self.message(opener.source_message_id)
+            if current is not None:
+                payload["message"] = copy.deepcopy(current)
+        handle = self.register(payload)
+        handle._state.opener = opener
+        handle._state.source_message_id = opener.source_message_id
+        opener.modal_submitted = True
+        return payload
+
+    @staticmethod
+    def _text_input_value(component: Json, values: Mapping[str, str | Sequence[str]]) -> str:
+        custom_id = component["custom_id"]
+        given = values.get(custom_id)
+        if given is not None and not isinstance(given, str):
+            raise TypeError(f"{custom_id!r} is a text input and takes a string")
+        value = given if given is not None else str(component.get("value") or "")
+        if component.get("style") == 1 and "\n" in value:
+            raise InteractionRefused(f"{custom_id!r} is a single-line (SHORT) text input")
+        if not value:
+            if component.get("required", True):
+                raise InteractionRefused(f"{custom_id!r} is required")
+            return ""
+        low = component.get("min_length") or 0
+        high = component.get("max_length") or 4000
+        if not low <= len(value) <= high:
+            raise InteractionRefused(
+                f"{custom_id!r} takes {low}..{high} characters, got {len(value)}"
+            )
+        return value
 
     # -- interactions: the callback -------------------------------------------------------
 
@@ -2154,9 +3290,19 @@ class FakeDiscord:
                 raise _error(400, 50006, "Cannot send an empty message")
         elif kind == 8:
             problems += check_autocomplete_choices(data, state.focused_type)
-        elif kind == 9 and isinstance(data, dict):
-            _check_length(data.get("title"), ("data", "title"), 1, 45, problems)
-            _check_length(data.get("custom_id"), ("data", "custom_id"), 1, 100, problems)
+        elif kind == 9:
+            problems += check_modal(data)
+        source = self._update_target(record, state, kind)
+        if kind == 7 and source is not None:
+            problems += check_message(
+                data,
+                loc=("data",),
+                files=record.files,
+                existing_attachment_ids=[a["id"] for a in source["attachments"]],
+                existing_filenames=[a["filename"] for a in source["attachments"]],
+                create=False,
+                stored=source,
+            )
         problems = self._schema_then_rules(
             CALLBACK_SCHEMAS.get(kind, "PongInteractionCallbackRequest"), body, problems
         )
@@ -2165,24 +3311,36 @@ class FakeDiscord:
 
         state.response_type = kind
         resource: Json | None = None
-        if kind in (4, 5):
+        if kind in (6, 7) and source is not None:
+            # For components, @original is the message the component is attached to.
+            state.original = source
+            state.ephemeral = bool(source["flags"] & p.MESSAGE_FLAG_EPHEMERAL)
+            if kind == 7:
+                self._apply_edit(
+                    source, data if isinstance(data, dict) else {}, record.files, state.channel_id
+                )
+                resource = {"type": 7, "message": source}
+        elif kind in (4, 5):
             message_body = data if isinstance(data, dict) else {}
             flags = int(message_body.get("flags") or 0)
             state.ephemeral = bool(flags & p.MESSAGE_FLAG_EPHEMERAL)
             state.loading = kind == 5
+            kept = p.MESSAGE_FLAG_EPHEMERAL | (KEPT_FLAGS if kind == 4 else 0)
             state.original = self._interaction_message(
                 state,
                 message_body if kind == 4 else {},
                 record.files if kind == 4 else [],
-                flags=(flags & p.MESSAGE_FLAG_EPHEMERAL)
-                | (p.MESSAGE_FLAG_LOADING if kind == 5 else 0),
+                flags=(flags & kept) | (p.MESSAGE_FLAG_LOADING if kind == 5 else 0),
             )
             if kind == 4:
                 resource = {"type": 4, "message": state.original}
         elif kind == 8:
             state.choices = list(data.get("choices", [])) if isinstance(data, dict) else []
         elif kind == 9:
-            state.modal = data if isinstance(data, dict) else None
+            modal = copy.deepcopy(data) if isinstance(data, dict) else None
+            if modal is not None:
+                p.assign_component_ids(modal["components"])
+            state.modal = modal
 
         if record.query.get("with_response", "").lower() not in ("1", "true"):
             return 204, None
@@ -2203,6 +3361,36 @@ class FakeDiscord:
             response["resource"] = resource
         return 200, response
 
+    def _update_target(
+        self, record: RecordedRequest, state: _Interaction, kind: int
+    ) -> Json | None:
+        """The message a type-6/7 callback acts on: the one the component is attached to."""
+        if kind not in (6, 7):
+            return None
+        if state.source_message_id is None:
+            if kind == 7:
+                # A modal submitted from a slash command has no message to update.
+                self._reject_or_record(
+                    record,
+                    [
+                        Problem(
+                            ("type",),
+                            "INTERACTION_CALLBACK_TYPE_INVALID",
+                            "UPDATE_MESSAGE needs a message: this interaction did not come "
+                            "from a component",
+                        )
+                    ],
+                )
+            return None
+        source = self.message(state.source_message_id)
+        if source is None and kind == 7:
+            self._violation(
+                f"{record.route}: message {state.source_message_id} was deleted before the "
+                "component interaction was answered"
+            )
+            raise _error(404, 10008, "Unknown Message")
+        return source
+
     def _check_file_sizes(self, record: RecordedRequest, limit: int) -> None:
         for recorded in record.files:
             if len(recorded.data) > limit:
@@ -2211,6 +3399,27 @@ class FakeDiscord:
                     f"{len(recorded.data)} bytes, over the {limit}-byte upload limit"
                 )
                 raise _error(413, 40005, "Request entity too large")
+
+    def _interaction_metadata(self, state: _Interaction, *, followup: bool = False) -> Json:
+        """`interaction_metadata` of a message answering `state` (one of the three
+        *InteractionMetadataResponse shapes, by interaction type)."""
+        invoker = state.payload.get("member", {}).get("user") or state.payload.get("user")
+        metadata: Json = {
+            "id": str(state.id),
+            "type": state.type,
+            "user": invoker,
+            "authorizing_integration_owners": state.payload.get(
+                "authorizing_integration_owners", {}
+            ),
+        }
+        if followup and state.original is not None and state.response_type in (4, 5):
+            # "ID of the original response message, present only on follow-up messages"
+            metadata["original_response_message_id"] = state.original["id"]
+        if state.type == p.INTERACTION_MESSAGE_COMPONENT and state.source_message_id:
+            metadata["interacted_message_id"] = state.source_message_id
+        if state.type == p.INTERACTION_MODAL_SUBMIT and state.opener is not None:
+            metadata["triggering_interaction_metadata"] = self._interaction_metadata(state.opener)
+        return metadata
 
     def _interaction_message(
         self,
@@ -2222,16 +3431,7 @@ class FakeDiscord:
         message_id: int | None = None,
     ) -> Json:
         invoker = state.payload.get("member", {}).get("user") or state.payload.get("user")
-        metadata: Json = {
-            "id": str(state.id),
-            "type": state.type,
-            "user": invoker,
-            "authorizing_integration_owners": state.payload.get(
-                "authorizing_integration_owners", {}
-            ),
-        }
-        if state.original is not None:
-            metadata["original_response_message_id"] = state.original["id"]
+        metadata = self._interaction_metadata(state, followup=state.original is not None)
         data = state.payload.get("data") or {}
         # The deprecated `interaction` field is still sent, and discord.py still parses it.
         legacy: Json = {
@@ -2240,18 +3440,22 @@ class FakeDiscord:
             "name": data.get("name", ""),
             "user": invoker,
         }
+        attachments = self._attachments_for(
+            body, files, state.channel_id, [], ephemeral=bool(flags & 64)
+        )
         message = p.message(
             message_id=message_id or self.next_id(),
             channel_id=state.channel_id,
             author=self._bot_author(),
             content=str(body.get("content") or ""),
-            message_type=20,  # CHAT_INPUT_COMMAND
+            # CHAT_INPUT_COMMAND for slash commands; DEFAULT for component and modal replies.
+            message_type=20 if state.type == p.INTERACTION_APPLICATION_COMMAND else 0,
             flags=flags,
             embeds=body.get("embeds") or [],
-            attachments=self._attachments_for(
-                body, files, state.channel_id, [], ephemeral=bool(flags & 64)
+            attachments=attachments,
+            components=p.message_components(
+                body.get("components") or [], attachments=attachments, next_id=self.next_id
             ),
-            components=body.get("components") or [],
             tts=bool(body.get("tts", False)),
             guild_id=state.guild_id,
             webhook_id=self.application_id,
@@ -2259,7 +3463,7 @@ class FakeDiscord:
             interaction_metadata=metadata,
         )
         message["interaction"] = legacy
-        return message
+        return self._store_message(message)
 
     def _bot_author(self) -> Json:
         private = {"verified", "mfa_enabled", "email", "locale", "premium_type"}
@@ -2346,11 +3550,9 @@ class FakeDiscord:
     async def _delete_message(self, record: RecordedRequest) -> tuple[int, Any]:
         state = self._webhook_state(record)
         message = self._target_message(record, state)
-        if state.original is message:
-            state.original_deleted = True
-            state.loading = False
-        else:
-            del state.followups[message["id"]]
+        # For a component interaction answered with type 6/7, @original is the message the
+        # component is on: deleting it deletes that message for everyone.
+        self._forget_message(message["id"])
         return 204, None
 
     async def _edit_message(self, record: RecordedRequest) -> tuple[int, Any]:
@@ -2363,6 +3565,7 @@ class FakeDiscord:
             existing_attachment_ids=[a["id"] for a in message["attachments"]],
             existing_filenames=[a["filename"] for a in message["attachments"]],
             create=False,
+            stored=message,
         )
         problems = self._schema_then_rules("IncomingWebhookUpdateRequestPartial", body, problems)
         flags = body.get("flags")
@@ -2396,7 +3599,7 @@ class FakeDiscord:
     def _apply_edit(
         self, message: Json, body: Json, files: Sequence[RecordedFile], channel_id: int
     ) -> None:
-        for key in ("content", "embeds", "components"):
+        for key in ("content", "embeds"):
             if key in body:
                 default: Any = "" if key == "content" else []
                 message[key] = body[key] if body[key] is not None else default
@@ -2409,11 +3612,17 @@ class FakeDiscord:
                 message["attachments"],
                 ephemeral=bool(message["flags"] & p.MESSAGE_FLAG_EPHEMERAL),
             )
+        if "components" in body:
+            message["components"] = p.message_components(
+                body["components"] or [], attachments=message["attachments"], next_id=self.next_id
+            )
         if _is_int(body.get("flags")):
+            # SUPPRESS_EMBEDS can be set and unset; IS_COMPONENTS_V2 only set; the rest stays.
+            sticky = p.MESSAGE_FLAG_EPHEMERAL | V2_FLAG
             message["flags"] = (
-                (message["flags"] & ~p.MESSAGE_FLAG_EPHEMERAL & ~4)
-                | (body["flags"] & 4)
-                | (message["flags"] & p.MESSAGE_FLAG_EPHEMERAL)
+                (message["flags"] & ~p.MESSAGE_FLAG_SUPPRESS_EMBEDS)
+                | (body["flags"] & (p.MESSAGE_FLAG_SUPPRESS_EMBEDS | V2_FLAG))
+                | (message["flags"] & sticky)
             )
         message["edited_timestamp"] = p.iso_timestamp()
 
@@ -2458,7 +3667,7 @@ class FakeDiscord:
                 state,
                 body,
                 record.files,
-                flags=flags & (p.MESSAGE_FLAG_EPHEMERAL | 4 | 4096),
+                flags=flags & (p.MESSAGE_FLAG_EPHEMERAL | KEPT_FLAGS),
             )
             state.followups[message["id"]] = message
         if record.query.get("wait", "").lower() not in ("1", "true"):
@@ -2511,20 +3720,114 @@ class FakeDiscord:
             raise _error(400, 50006, "Cannot send an empty message")
         tier = guild.premium_tier if guild is not None else 0
         self._check_file_sizes(record, {2: 50, 3: 100}.get(tier, 10) * 1024 * 1024)
+        attachments = self._attachments_for(body, record.files, channel_id, [], ephemeral=False)
         message = p.message(
             message_id=self.next_id(),
             channel_id=channel_id,
             author=self._bot_author(),
             content=str(body.get("content") or ""),
-            flags=int(body.get("flags") or 0) & (4 | 4096),
+            flags=int(body.get("flags") or 0) & KEPT_FLAGS,
             embeds=body.get("embeds") or [],
-            attachments=self._attachments_for(body, record.files, channel_id, [], ephemeral=False),
-            components=body.get("components") or [],
+            attachments=attachments,
+            components=p.message_components(
+                body.get("components") or [], attachments=attachments, next_id=self.next_id
+            ),
             tts=bool(body.get("tts", False)),
             guild_id=None if guild is None else guild.id,
         )
-        self.channel_messages.setdefault(channel_id, []).append(message)
+        self.channel_messages.setdefault(channel_id, []).append(self._store_message(message))
         return 200, message
+
+    def _channel_target(self, record: RecordedRequest, *, needs: int) -> tuple[Json, bool]:
+        """The message of a /channels/{channel}/messages/{message} call, after Discord's
+        checks; returns it and whether the channel is a DM."""
+        channel_id = int(record.params["channel"])
+        guild, known = self._channel(channel_id)
+        message = self.message(record.params["message"])
+        if not known and message is not None and int(message["channel_id"]) == channel_id:
+            known = True
+            guild = self.guilds.get(int(message["guild_id"])) if message.get("guild_id") else None
+        if not known:
+            self._violation(f"{record.route}: unknown channel {channel_id}")
+            raise _error(404, 10003, "Unknown Channel")
+        if guild is not None:
+            granted = self.bot_permissions_in(channel_id)
+            if not granted & p.ADMINISTRATOR and needs & ~granted:
+                self._violation(
+                    f"{record.route}: the bot lacks permissions {needs & ~granted} in channel "
+                    f"{channel_id}"
+                )
+                raise _error(403, 50001, "Missing Access")
+        if (
+            message is None
+            or int(message["channel_id"]) != channel_id
+            # Ephemeral messages exist only for their user: no channel endpoint finds them.
+            or message["flags"] & p.MESSAGE_FLAG_EPHEMERAL
+        ):
+            hint = (
+                " (an ephemeral message: use the interaction webhook, e.g. "
+                "interaction.edit_original_response / delete_original_response)"
+                if message is not None and message["flags"] & p.MESSAGE_FLAG_EPHEMERAL
+                else ""
+            )
+            self._violation(
+                f"{record.route}: message {record.params['message']} is not in channel "
+                f"{channel_id}{hint}"
+            )
+            raise _error(404, 10008, "Unknown Message")
+        return message, guild is None
+
+    def _by_the_bot(self, message: Json) -> bool:
+        return str(message["author"]["id"]) == str(self.bot_user_id)
+
+    async def _get_channel_message(self, record: RecordedRequest) -> tuple[int, Any]:
+        needs = p.VIEW_CHANNEL | p.READ_MESSAGE_HISTORY
+        message, _ = self._channel_target(record, needs=needs)
+        return 200, message
+
+    async def _edit_channel_message(self, record: RecordedRequest) -> tuple[int, Any]:
+        message, _ = self._channel_target(record, needs=p.VIEW_CHANNEL)
+        body = record.json if isinstance(record.json, dict) else {}
+        if not self._by_the_bot(message):
+            # "content, embeds, flags and components can be edited by the original message
+            # author. Other users can only edit flags" (with MANAGE_MESSAGES).
+            self._violation(f"{record.route}: message {message['id']} was written by someone else")
+            raise _error(403, 50005, "Cannot edit a message authored by another user")
+        problems = check_message(
+            body,
+            files=record.files,
+            existing_attachment_ids=[a["id"] for a in message["attachments"]],
+            existing_filenames=[a["filename"] for a in message["attachments"]],
+            create=False,
+            ephemeral_allowed=False,
+            stored=message,
+        )
+        # Edit Message takes the same fields as Edit Webhook Message (MessageEditRequestPartial
+        # is not among the copied schemas).
+        problems = self._schema_then_rules("IncomingWebhookUpdateRequestPartial", body, problems)
+        self._reject_or_record(record, problems)
+        guild = self.guilds.get(int(message["guild_id"])) if message.get("guild_id") else None
+        tier = guild.premium_tier if guild is not None else 0
+        self._check_file_sizes(record, {2: 50, 3: 100}.get(tier, 10) * 1024 * 1024)
+        self._apply_edit(message, body, record.files, int(message["channel_id"]))
+        return 200, message
+
+    async def _delete_channel_message(self, record: RecordedRequest) -> tuple[int, Any]:
+        message, dm = self._channel_target(record, needs=p.VIEW_CHANNEL)
+        if not self._by_the_bot(message):
+            # "If operating on a guild channel and trying to delete a message that was not
+            # sent by the current user, this endpoint requires the MANAGE_MESSAGES permission."
+            if dm:
+                self._violation(f"{record.route}: deleting someone else's message in a DM")
+                raise _error(403, 50003, "Cannot execute action on a DM channel")
+            granted = self.bot_permissions_in(int(message["channel_id"]))
+            if not granted & (p.MANAGE_MESSAGES | p.ADMINISTRATOR):
+                self._violation(
+                    f"{record.route}: deleting another user's message needs MANAGE_MESSAGES"
+                )
+                raise _error(403, 50013, "Missing Permissions")
+        self._forget_message(message["id"])
+        return 204, None
 
     # -- gateway --------------------------------------------------------------------------
 

@@ -20,9 +20,16 @@ from PIL import Image
 from tests.fakes import discord_payloads as p
 from tests.fakes.fake_discord import (
     ROUTE_CALLBACK,
+    ROUTE_CHANNEL_MESSAGE_DELETE,
+    ROUTE_ORIGINAL_DELETE,
     ROUTE_ORIGINAL_PATCH,
     FakeDiscord,
+    InteractionRefused,
+    Problem,
     check_commands,
+    check_components,
+    check_message,
+    check_modal,
     schema_problems,
 )
 
@@ -31,7 +38,7 @@ with warnings.catch_warnings():
     # with pyproject's filterwarnings=error that warning would make the import itself fail.
     warnings.simplefilter("ignore", DeprecationWarning)
     import discord
-    from discord import app_commands
+    from discord import app_commands, ui
     from discord.ext import commands
 
 MODELS = ["dall-e-3", "gpt-image-1", "gpt-image-2", "qwen-image"]
@@ -845,3 +852,976 @@ async def test_bot_recovers_from_gateway_disruptions(
     ops_in = [f.op for f in fake.gateway_frames if f.direction == "in"]
     assert (ops_in.count(2), ops_in.count(6)) == (identifies, resumes)
     fake.assert_clean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Message components, component interactions and modals
+# ---------------------------------------------------------------------------------------------
+
+ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
+    "reroll": ("🔁", discord.ButtonStyle.secondary),
+    "edit": ("✏️", discord.ButtonStyle.secondary),
+    "details": ("ℹ️", discord.ButtonStyle.secondary),  # noqa: RUF001 - the emoji
+    "delete": ("🗑️", discord.ButtonStyle.danger),
+}
+
+
+class Seen:
+    """What the bot's component and modal callbacks received."""
+
+    def __init__(self) -> None:
+        self.presses: list[tuple[str, int, discord.Interaction]] = []
+        self.prompts: list[tuple[str, str]] = []
+        self.errors: list[BaseException] = []
+
+
+class EditPrompt(ui.Modal, title="Edit the prompt"):
+    """discord.py 2.7's modal: a TextInput in a Label, and a classic (action-row) TextInput."""
+
+    def __init__(self, gen: int, current: str, seen: Seen) -> None:
+        super().__init__(custom_id=f"gen-edit:{gen}")
+        self.seen = seen
+        self.prompt: ui.TextInput[Any] = ui.TextInput(
+            custom_id="prompt", style=discord.TextStyle.paragraph, max_length=1000, default=current
+        )
+        self.note: ui.TextInput[Any] = ui.TextInput(label="Note", custom_id="note", required=False)
+        self.add_item(ui.Label(text="New prompt", component=self.prompt))
+        self.add_item(self.note)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        self.seen.prompts.append((self.prompt.value, self.note.value))
+        await interaction.response.edit_message(content=f"edited: {self.prompt.value}")
+
+
+def result_button_class(seen: Seen) -> Any:
+    """A persistent button whose custom_id carries the generation id, as the bot will use."""
+
+    class ResultButton(
+        ui.DynamicItem[ui.Button[Any]], template=r"gen:(?P<action>\w+):(?P<gen>\d+)"
+    ):
+        def __init__(self, action: str, gen: int) -> None:
+            emoji, style = ACTIONS[action]
+            super().__init__(ui.Button(emoji=emoji, style=style, custom_id=f"gen:{action}:{gen}"))
+            self.action, self.gen = action, gen
+
+        @classmethod
+        async def from_custom_id(
+            cls, interaction: discord.Interaction, item: ui.Item[Any], match: Any
+        ) -> ResultButton:
+            return cls(match["action"], int(match["gen"]))
+
+        async def callback(self, interaction: discord.Interaction) -> None:
+            seen.presses.append((self.action, self.gen, interaction))
+            try:
+                if self.action == "details":
+                    await interaction.response.send_message(
+                        f"generation {self.gen}", ephemeral=True
+                    )
+                elif self.action == "reroll":
+                    await interaction.response.edit_message(content=f"rerolled {self.gen}")
+                elif self.action == "edit":
+                    assert interaction.message is not None
+                    modal = EditPrompt(self.gen, interaction.message.content, seen)
+                    await interaction.response.send_modal(modal)
+                else:
+                    await interaction.response.defer()  # DEFERRED_UPDATE_MESSAGE
+                    await interaction.delete_original_response()
+            except Exception as exc:  # the test looks at what went wrong
+                seen.errors.append(exc)
+
+    return ResultButton
+
+
+def add_result_buttons(bot: commands.AutoShardedBot, image: bytes, seen: Seen) -> None:
+    """/imagine (classic view with buttons) and /imagine2 (a components-V2 layout)."""
+    button = result_button_class(seen)
+    bot.add_dynamic_items(button)
+
+    @app_commands.command(name="imagine", description="Generate an image")
+    async def imagine(interaction: discord.Interaction, prompt: str) -> None:
+        await interaction.response.defer(thinking=True)
+        view = ui.View(timeout=None)
+        for action in ACTIONS:
+            view.add_item(button(action, 42))
+        await interaction.edit_original_response(
+            content=prompt,
+            attachments=[discord.File(io.BytesIO(image), filename="image.png")],
+            view=view,
+        )
+
+    @app_commands.command(name="imagine2", description="Generate an image (components V2)")
+    async def imagine2(interaction: discord.Interaction, prompt: str) -> None:
+        await interaction.response.defer(thinking=True)
+        layout = ui.LayoutView(timeout=None)
+        layout.add_item(
+            ui.Container(
+                ui.MediaGallery(discord.MediaGalleryItem("attachment://image.png")),
+                ui.TextDisplay(f"**{prompt}**"),
+                ui.ActionRow(*[button(action, 7) for action in ACTIONS]),
+                accent_colour=0x5865F2,
+            )
+        )
+        await interaction.edit_original_response(
+            attachments=[discord.File(io.BytesIO(image), filename="image.png")], view=layout
+        )
+
+    bot.tree.add_command(imagine)
+    bot.tree.add_command(imagine2)
+
+
+async def test_pressing_buttons_reply_update_and_delete(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    seen = Seen()
+    add_result_buttons(bot, png_bytes(), seen)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("imagine", {"prompt": "a paper boat"}, user_id=77)
+        await command.wait_for_final()
+        result = command.original
+        assert result is not None
+        [row] = result["components"]
+        # Stored as Discord returns it: ids assigned in document order.
+        assert [row["id"], *(b["id"] for b in row["components"])] == [1, 2, 3, 4, 5]
+        emoji = [b["emoji"]["name"] for b in row["components"]]
+        assert emoji == [e for e, _ in ACTIONS.values()]
+
+        details = await fake.press(result, "gen:details:42")
+        await details.wait_for_callback()
+        reroll = await fake.press(result["id"], "gen:reroll:42", user_id=78)
+        reroll_callback = await reroll.wait_for_callback()
+        rerolled = reroll.original
+        assert rerolled is not None
+        assert rerolled is fake.message(result["id"])
+        assert (rerolled["content"], rerolled["edited_timestamp"] is not None) == (
+            "rerolled 42",
+            True,
+        )
+        delete = await fake.press(result, "gen:delete:42")
+        await delete.wait_for(ROUTE_ORIGINAL_DELETE)
+        await eventually(lambda: len(seen.presses) == 3)
+
+    payload = details.payload
+    assert payload["type"] == p.INTERACTION_MESSAGE_COMPONENT
+    assert payload["data"] == {"custom_id": "gen:details:42", "component_type": 2, "id": 4}
+    assert payload["message"]["id"] == result["id"]
+    assert payload["message"]["components"] == result["components"]
+    assert payload["member"]["user"]["id"] == "77"  # the invoker of the public message by default
+    assert (payload["version"], payload["attachment_size_limit"]) == (1, 10 * 1024 * 1024)
+    assert payload["app_permissions"] == str(p.BOT_PERMISSIONS)
+    # discord.py parsed it back into the message and the dynamic item.
+    action, gen, interaction = seen.presses[0]
+    assert (action, gen, interaction.user.id) == ("details", 42, 77)
+    assert interaction.message is not None
+    assert interaction.message.id == int(result["id"])
+    assert [c.custom_id for c in interaction.message.components[0].children] == [  # type: ignore[union-attr]
+        "gen:reroll:42",
+        "gen:edit:42",
+        "gen:details:42",
+        "gen:delete:42",
+    ]
+    assert seen.errors == []
+
+    # Type 4: a new ephemeral message, whose metadata points at the pressed message.
+    assert details.response_type == 4
+    assert details.original is not None
+    assert details.original["flags"] == p.MESSAGE_FLAG_EPHEMERAL
+    assert details.original["interaction_metadata"]["interacted_message_id"] == result["id"]
+    # Type 7: the pressed message itself was edited.
+    assert reroll_callback.json["type"] == 7
+    assert reroll_callback.response["resource"]["message"]["id"] == result["id"]
+    assert reroll_callback.response["interaction"]["response_message_id"] == result["id"]
+    assert reroll.payload["member"]["user"]["id"] == "78"
+    # Type 6, then DELETE @original: deletes the message the button is on, for everyone.
+    assert delete.response_type == 6
+    assert fake.message(result["id"]) is None
+    assert command.original is None
+    assert fake.deleted_messages[-1]["id"] == result["id"]
+    assert fake.deleted_messages[-1]["content"] == "rerolled 42"
+    with pytest.raises(InteractionRefused, match="was deleted"):
+        fake.component_interaction(result, "gen:reroll:42")
+    fake.assert_clean()
+
+
+async def test_dynamic_buttons_still_work_after_a_restart(fake: FakeDiscord) -> None:
+    seen = Seen()
+    first = make_bot()
+    add_result_buttons(first, png_bytes(), seen)
+    async with running(first, fake):
+        await first.tree.sync()
+        command = await fake.invoke("imagine", {"prompt": "a paper boat"})
+        await command.wait_for_final()
+    assert command.original is not None
+
+    # A new process: no view is stored, only the dynamic item template is registered.
+    second = make_bot()
+    add_result_buttons(second, png_bytes(), seen)
+    async with running(second, fake):
+        press = await fake.press(command.original, "gen:reroll:42")
+        await press.wait_for_callback()
+    assert [(a, g) for a, g, _ in seen.presses] == [("reroll", 42)]
+    assert fake.message(command.original["id"])["content"] == "rerolled 42"  # type: ignore[index]
+    fake.assert_clean()
+
+
+async def test_presses_a_member_could_not_make_are_refused(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    seen = Seen()
+    add_result_buttons(bot, png_bytes(), seen)
+
+    @app_commands.command(name="links", description="A link, a disabled and a live button")
+    async def links(interaction: discord.Interaction) -> None:
+        view = ui.View()
+        view.add_item(ui.Button(label="Docs", url="https://example.com/docs"))
+        view.add_item(ui.Button(label="Gone", custom_id="gone", disabled=True))
+        view.add_item(ui.Button(label="OK", custom_id="ok"))
+        await interaction.response.send_message("see", view=view, ephemeral=True)
+
+    bot.tree.add_command(links)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("links", user_id=77)
+        await command.wait_for_callback()
+        public = await fake.invoke("imagine", {"prompt": "x"})
+        await public.wait_for_final()
+    ephemeral, result = command.original, public.original
+    assert ephemeral is not None
+    assert result is not None
+    link = ephemeral["components"][0]["components"][0]
+    assert (link["style"], link["url"], "custom_id" in link) == (
+        5,
+        "https://example.com/docs",
+        False,
+    )
+    with pytest.raises(InteractionRefused, match="no component with custom_id 'nope'"):
+        fake.component_interaction(ephemeral, "nope")
+    with pytest.raises(InteractionRefused, match="disabled"):
+        fake.component_interaction(ephemeral, "gone")
+    # Ephemeral: only the user it was shown to sees it (and is the default presser).
+    with pytest.raises(InteractionRefused, match="only visible to user 77"):
+        fake.component_interaction(ephemeral, "ok", user_id=999)
+    assert fake.component_interaction(ephemeral, "ok")["member"]["user"]["id"] == "77"
+    with pytest.raises(InteractionRefused, match="VIEW_CHANNEL"):
+        fake.component_interaction(
+            result, "gen:details:42", permissions=p.MEMBER_PERMISSIONS & ~p.VIEW_CHANNEL
+        )
+    with pytest.raises(ValueError, match="is in guild"):
+        fake.component_interaction(result, "gen:details:42", guild_id=123)
+    fake.assert_clean()
+
+
+async def test_edit_button_opens_a_modal_and_its_submit_updates_the_message(
+    fake: FakeDiscord,
+) -> None:
+    bot = make_bot()
+    seen = Seen()
+    add_result_buttons(bot, png_bytes(), seen)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("imagine", {"prompt": "a paper boat"}, user_id=77)
+        await command.wait_for_final()
+        result = command.original
+        assert result is not None
+        opened = await fake.press(result, "gen:edit:42")
+        callback = await opened.wait_for_callback()
+
+        # What the Discord client would not let the user submit.
+        with pytest.raises(InteractionRefused, match="'prompt' is required"):
+            opened.modal_submit_interaction({"prompt": ""})
+        with pytest.raises(InteractionRefused, match=r"takes 0\.\.1000 characters"):
+            opened.modal_submit_interaction({"prompt": "x" * 1001})
+        with pytest.raises(InteractionRefused, match="no inputs"):
+            opened.modal_submit_interaction({"colour": "red"})
+        with pytest.raises(InteractionRefused, match="only user 77"):
+            opened.modal_submit_interaction({"prompt": "a red boat"}, user_id=5)
+
+        submitted = await opened.submit_modal({"prompt": "a red boat"})
+        answer = await submitted.wait_for_callback()
+        with pytest.raises(InteractionRefused, match="already submitted"):
+            opened.modal_submit_interaction({"prompt": "again"})
+
+    # discord.py 2.7 sends the TextInput inside a Label (type 18), and a bare TextInput in an
+    # action row; the fake numbers the components as Discord does.
+    assert callback.json["type"] == 9
+    assert opened.modal is not None
+    assert [c["type"] for c in opened.modal["components"]] == [18, 1]
+    assert opened.modal["components"][0]["component"]["value"] == "a paper boat"
+    data = submitted.payload["data"]
+    assert data == {
+        "custom_id": "gen-edit:42",
+        "components": [
+            {
+                "type": 18,
+                "id": 1,
+                "component": {"type": 4, "id": 2, "custom_id": "prompt", "value": "a red boat"},
+            },
+            {
+                "type": 1,
+                "id": 3,
+                "components": [{"type": 4, "id": 4, "custom_id": "note", "value": ""}],
+            },
+        ],
+    }
+    assert submitted.payload["type"] == p.INTERACTION_MODAL_SUBMIT
+    assert submitted.payload["message"]["id"] == result["id"]  # opened from a component
+    assert submitted.payload["member"]["user"]["id"] == "77"
+    assert seen.prompts == [("a red boat", "")]
+    assert answer.json["type"] == 7
+    assert fake.message(result["id"])["content"] == "edited: a red boat"  # type: ignore[index]
+    fake.assert_clean()
+
+
+async def test_modal_from_a_slash_command_has_no_message_to_update(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    prompts: list[str] = []
+
+    class Ask(ui.Modal, title="Describe it"):
+        text: ui.TextInput[Any] = ui.TextInput(label="Prompt", custom_id="text", min_length=3)
+
+        async def on_submit(self, interaction: discord.Interaction) -> None:
+            prompts.append(self.text.value)
+            if self.text.value == "update":
+                await interaction.response.edit_message(content="no message to edit")
+            else:
+                await interaction.response.send_message(f"drawing {self.text.value}")
+
+    @app_commands.command(name="ask", description="Asks for a prompt")
+    async def ask(interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(Ask())
+
+    bot.tree.add_command(ask)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        first = await fake.invoke("ask")
+        await first.wait_for_callback()
+        with pytest.raises(InteractionRefused, match=r"takes 3\.\.4000 characters"):
+            first.modal_submit_interaction({"text": "ab"})
+        reply = await first.submit_modal({"text": "a fox"})
+        await reply.wait_for_callback()
+        second = await fake.invoke("ask")
+        await second.wait_for_callback()
+        refused = await (await second.submit_modal({"text": "update"})).wait_for_callback()
+    assert "message" not in reply.payload
+    assert reply.original is not None
+    assert reply.original["content"] == "drawing a fox"
+    metadata = reply.original["interaction_metadata"]
+    assert metadata["type"] == p.INTERACTION_MODAL_SUBMIT
+    assert metadata["triggering_interaction_metadata"]["id"] == str(first.id)
+    assert prompts == ["a fox", "update"]
+    assert refused.status == 400
+    [violation] = fake.violations
+    assert "UPDATE_MESSAGE needs a message" in violation
+
+
+async def test_components_v2_result_stores_resolved_media_and_takes_presses(
+    fake: FakeDiscord,
+) -> None:
+    bot = make_bot()
+    seen = Seen()
+    image = png_bytes(6, 5)
+    add_result_buttons(bot, image, seen)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("imagine2", {"prompt": "a paper boat"})
+        final = await command.wait_for_final()
+        result = command.original
+        assert result is not None
+        details = await fake.press(result, "gen:details:7")
+        await details.wait_for_callback()
+    assert final.json["flags"] == p.MESSAGE_FLAG_COMPONENTS_V2
+    assert result["flags"] == p.MESSAGE_FLAG_COMPONENTS_V2
+    assert result["content"] == ""
+    [container] = result["components"]
+    gallery, text, row = container["components"]
+    [attachment] = result["attachments"]
+    media = gallery["items"][0]["media"]
+    assert (media["url"], media["attachment_id"]) == (attachment["url"], attachment["id"])
+    assert (media["width"], media["height"], media["content_type"]) == (6, 5, "image/png")
+    assert text == {"type": 10, "id": 3, "content": "**a paper boat**"}
+    assert [b["custom_id"] for b in row["components"]] == [f"gen:{a}:7" for a in ACTIONS]
+    assert schema_problems("MessageResponse", result) == []
+    # discord.py rebuilt a LayoutView from the message payload to find the dynamic item.
+    [(action, gen, interaction)] = seen.presses
+    assert (action, gen) == ("details", 7)
+    assert interaction.message is not None
+    assert interaction.message.flags.components_v2
+    fake.assert_clean()
+
+
+async def test_components_v2_mistakes_are_refused_through_discord_py(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    errors: list[BaseException] = []
+
+    @app_commands.command(name="broken", description="Sends components V2 wrongly")
+    async def broken(interaction: discord.Interaction, what: str) -> None:
+        await interaction.response.defer(thinking=True)
+        layout = ui.LayoutView()
+        if what == "missing-file":
+            layout.add_item(ui.MediaGallery(discord.MediaGalleryItem("attachment://nope.png")))
+            await interaction.edit_original_response(view=layout)
+        elif what == "hidden-file":
+            layout.add_item(ui.TextDisplay("the image is attached"))
+            await interaction.edit_original_response(
+                view=layout, attachments=[discord.File(io.BytesIO(png_bytes()), "image.png")]
+            )
+        elif what == "too-much-text":
+            for _ in range(3):
+                layout.add_item(ui.TextDisplay("x" * 1500))
+            await interaction.edit_original_response(view=layout)
+
+    @bot.tree.error
+    async def on_error(interaction: discord.Interaction, error: Exception) -> None:
+        errors.append(error.__cause__ or error)
+
+    bot.tree.add_command(broken)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        missing = await (await fake.invoke("broken", {"what": "missing-file"})).wait_for_final()
+        hidden = await (await fake.invoke("broken", {"what": "hidden-file"})).wait_for_final()
+        long = await (await fake.invoke("broken", {"what": "too-much-text"})).wait_for_final()
+        await eventually(lambda: len(errors) == 2)
+    assert missing.status == 400
+    errors_at = missing.response["errors"]["components"]["0"]["items"]["0"]["media"]["url"]
+    assert errors_at["_errors"][0]["code"] == "UNFURLED_MEDIA_ITEM_ATTACHMENT_NOT_FOUND"
+    assert hidden.status == 200  # Discord accepts it, but nobody sees the image
+    assert long.status == 400
+    assert long.response["errors"]["components"]["_errors"][0]["code"] == (
+        "MAX_TEXT_LENGTH_EXCEEDED"
+    )
+    assert [type(e) for e in errors] == [discord.HTTPException, discord.HTTPException]
+    assert len(fake.violations) == 3
+    assert "image.png: a components-V2 message only shows attachments" in fake.violations[1]
+
+
+async def test_component_defers_choose_which_message_is_original(fake: FakeDiscord) -> None:
+    """Type 5 makes a new ("thinking") message; type 6 makes @original the pressed message."""
+    bot = make_bot()
+
+    class Tools(ui.View):
+        @ui.button(label="More", custom_id="more")
+        async def more(self, interaction: discord.Interaction, _: ui.Button[Any]) -> None:
+            await interaction.response.defer(thinking=True)  # DEFERRED_CHANNEL_MESSAGE
+            await interaction.edit_original_response(content="another one")
+
+        @ui.button(label="Fix", custom_id="fix")
+        async def fix(self, interaction: discord.Interaction, _: ui.Button[Any]) -> None:
+            await interaction.response.defer()  # DEFERRED_UPDATE_MESSAGE
+            await interaction.followup.send("fixing", ephemeral=True)
+            await interaction.edit_original_response(content="fixed", view=None)
+
+    @app_commands.command(name="tools", description="Buttons")
+    async def tools(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("a boat", view=Tools())
+
+    bot.tree.add_command(tools)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("tools")
+        await command.wait_for_callback()
+        source = command.original
+        assert source is not None
+        more = await fake.press(source, "more")
+        await more.wait_for(ROUTE_ORIGINAL_PATCH)
+        fix = await fake.press(source, "fix")
+        await fix.wait_for(ROUTE_ORIGINAL_PATCH)
+    assert more.response_type == 5
+    assert more.original is not None
+    assert more.original["id"] != source["id"]
+    assert (more.original["content"], more.original["flags"]) == ("another one", 0)
+    assert fix.response_type == 6
+    [note] = fix.followups  # after type 6 a followup is a new message
+    assert (note["content"], note["flags"]) == ("fixing", p.MESSAGE_FLAG_EPHEMERAL)
+    assert fix.original is source
+    assert (source["content"], source["components"]) == ("fixed", [])
+    assert schema_problems("MessageResponse", source) == []
+    fake.assert_clean()
+
+
+async def test_deleting_messages_follows_discords_permissions(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    outcomes: list[str] = []
+
+    @app_commands.command(name="purge", description="Deletes a message")
+    async def purge(interaction: discord.Interaction, message_id: str) -> None:
+        assert isinstance(interaction.channel, discord.TextChannel)
+        try:
+            await interaction.channel.get_partial_message(int(message_id)).delete()
+        except discord.HTTPException as exc:
+            outcomes.append(f"{exc.status} {exc.code}")
+        else:
+            outcomes.append("deleted")
+        await interaction.response.send_message("done", ephemeral=True)
+
+    class Tidy(ui.View):
+        @ui.button(label="Tidy", custom_id="tidy")
+        async def tidy(self, interaction: discord.Interaction, _: ui.Button[Any]) -> None:
+            assert interaction.message is not None
+            try:
+                await interaction.message.delete()  # channel endpoint: no ephemeral there
+            except discord.NotFound as exc:
+                outcomes.append(f"{exc.status} {exc.code}")
+            await interaction.response.defer()
+            await interaction.delete_original_response()  # the webhook can
+
+    @app_commands.command(name="tidy", description="An ephemeral message with a button")
+    async def tidy(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("only you", view=Tidy(), ephemeral=True)
+
+    bot.tree.add_command(purge)
+    bot.tree.add_command(tidy)
+    channel_id = fake.guild().text_channel_id
+    async with running(bot, fake):
+        await bot.tree.sync()
+        theirs = fake.user_message("hello", user_id=55)
+        await (await fake.invoke("purge", {"message_id": theirs["id"]})).wait_for_callback()
+        fake.bot_channel_permissions[channel_id] = p.BOT_PERMISSIONS | p.MANAGE_MESSAGES
+        await (await fake.invoke("purge", {"message_id": theirs["id"]})).wait_for_callback()
+        del fake.bot_channel_permissions[channel_id]
+        channel = bot.get_channel(channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        mine = await channel.send("mine")
+        await (await fake.invoke("purge", {"message_id": str(mine.id)})).wait_for_callback()
+        shown = await fake.invoke("tidy", user_id=77)
+        await shown.wait_for_callback()
+        assert shown.original is not None
+        pressed = await fake.press(shown.original, "tidy")
+        await pressed.wait_for(ROUTE_ORIGINAL_DELETE)
+    assert outcomes == ["403 50013", "deleted", "deleted", "404 10008"]
+    assert fake.message(theirs["id"]) is None
+    assert fake.channel_messages[channel_id] == []
+    assert shown.original is None
+    deletes = [r for r in fake.requests if r.route == ROUTE_CHANNEL_MESSAGE_DELETE]
+    assert [r.status for r in deletes] == [403, 204, 204, 404]
+    assert len(fake.violations) == 2
+    assert "needs MANAGE_MESSAGES" in fake.violations[0]
+    assert "an ephemeral message" in fake.violations[1]
+
+
+async def test_fake_component_replies_match_discord_response_schemas(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    seen = Seen()
+    add_result_buttons(bot, png_bytes(), seen)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("imagine", {"prompt": "a boat"})
+        await command.wait_for_final()
+        assert command.original is not None
+        details = await fake.press(command.original, "gen:details:42")
+        details_callback = await details.wait_for_callback()
+        reroll = await fake.press(command.original, "gen:reroll:42")
+        reroll_callback = await reroll.wait_for_callback()
+        opened = await fake.press(command.original, "gen:edit:42")
+        await opened.wait_for_callback()
+        submitted = await opened.submit_modal({"prompt": "a red boat"})
+        await submitted.wait_for_callback()
+    checks = [
+        ("InteractionCallbackResponse", details_callback.response),
+        ("InteractionCallbackResponse", reroll_callback.response),
+        ("MessageResponse", details.original),
+        ("MessageResponse", command.original),
+    ]
+    problems = [f"{name}: {pr}" for name, body in checks for pr in schema_problems(name, body)]
+    assert problems == []
+    fake.assert_clean()
+
+
+# -- the rules, one by one, on payloads discord.py built ----------------------------------------
+
+
+def classic_components() -> list[dict[str, Any]]:
+    view = ui.View()
+    for action in ACTIONS:
+        emoji, style = ACTIONS[action]
+        view.add_item(ui.Button(emoji=emoji, style=style, custom_id=f"gen:{action}:1", row=0))
+    view.add_item(ui.Button(label="Prompt guide", url="https://example.com/guide", row=1))
+    view.add_item(ui.Button(label="Pick", emoji="1️⃣", custom_id="pick", row=1))
+    return view.to_components()
+
+
+def v2_components() -> list[dict[str, Any]]:
+    layout = ui.LayoutView()
+    layout.add_item(
+        ui.Container(
+            ui.MediaGallery(discord.MediaGalleryItem("attachment://image.png")),
+            ui.Section("**a paper boat**", accessory=ui.Thumbnail("attachment://thumb.webp")),
+            ui.Separator(),
+            ui.File("attachment://prompt.txt"),
+            ui.ActionRow(ui.Button(emoji="🔁", custom_id="gen:reroll:1")),
+        )
+    )
+    return layout.to_components()
+
+
+V2_FILES = {"image.png", "thumb.webp", "prompt.txt"}
+
+
+def rule_problems(problems: list[Problem], expected: str) -> list[Problem]:
+    return [pr for pr in problems if expected in pr.describe()]
+
+
+def _row(components: list[dict[str, Any]], row: int = 0) -> list[dict[str, Any]]:
+    return components[row]["components"]
+
+
+def _button(cid: str, **extra: Any) -> dict[str, Any]:
+    return {"type": 2, "style": 2, "custom_id": cid, "label": cid, **extra}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: _row(c)[0].update(custom_id="x" * 101), "[0].components[0].custom_id: Must"),
+        (lambda c: _row(c)[0].update(custom_id=""), "[0].components[0].custom_id: Must"),
+        (lambda c: _row(c)[1].update(custom_id="gen:reroll:1"), "cannot be duplicated"),
+        (
+            lambda c: c.extend({"type": 1, "components": [_button(f"r{i}")]} for i in range(4)),
+            "5 or",
+        ),
+        (
+            lambda c: _row(c).extend([_button("5th"), _button("6th")]),
+            "[0].components: Must be 5 or",
+        ),
+        (lambda c: _row(c, 1)[0].update(custom_id="guide"), "Link buttons cannot have a custom_id"),
+        (lambda c: _row(c, 1)[0].pop("url"), "Link buttons need a url"),
+        (lambda c: _row(c, 1)[0].update(url="ftp://example.com"), "Scheme must be one of"),
+        (lambda c: _row(c)[0].update(url="https://example.com"), "cannot have a url"),
+        (lambda c: _row(c)[0].update(style=6), "Premium buttons need a sku_id"),
+        (
+            lambda c: _row(c)[0].update(style=6, sku_id="1"),
+            "Premium buttons cannot have a custom_id",
+        ),
+        (lambda c: _row(c)[0].update(style=7), "[0].components[0].style"),
+        (lambda c: _row(c)[0].update(label="x" * 81), "[0].components[0].label: Must"),
+        (lambda c: _row(c)[0].update(emoji={"name": ":repeat:"}), "Invalid emoji"),
+        (lambda c: _row(c)[0].update(emoji={"name": "repeat", "id": None}), "Invalid emoji"),
+        (lambda c: _row(c)[0].update(emoji={"name": "boat", "id": "12ab"}), "Invalid emoji"),
+        (
+            lambda c: _row(c).append(
+                {"type": 3, "custom_id": "model", "options": [{"label": "a", "value": "a"}]}
+            ),
+            "alone in its action row",
+        ),
+        (lambda c: c.append({"type": 10, "content": "hi"}), "must be one of (1,)"),
+        (
+            lambda c: _row(c, 1).append({"type": 4, "custom_id": "t", "style": 1, "label": "T"}),
+            "text inputs only exist in modals",
+        ),
+        (lambda c: [b.update(id=9) for b in _row(c)[:2]], "id 9 is already used"),
+    ],
+)
+def test_classic_component_rules(mutate: Callable[[Any], Any], expected: str) -> None:
+    components = classic_components()
+    assert check_components(components, v2=False) == []
+    mutate(components)
+    problems = check_components(components, v2=False)
+    found = rule_problems(problems, expected)
+    assert found, [pr.describe() for pr in problems]
+    assert all(pr.reject for pr in found)
+
+
+def _container(c: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return c[0]["components"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected", "reject"),
+    [
+        (
+            lambda c: _container(c).extend({"type": 14} for _ in range(32)),
+            "41 components (nested included)",
+            True,
+        ),
+        (
+            lambda c: _container(c)[0].update(items=[_container(c)[0]["items"][0]] * 11),
+            "between 1 and 10 items",
+            True,
+        ),
+        (lambda c: _container(c)[0].update(items=[]), "between 1 and 10 items", True),
+        (
+            lambda c: c.extend(
+                [{"type": 10, "content": "x" * 2000}, {"type": 10, "content": "y" * 1999}]
+            ),
+            "in total; a message allows 4000",
+            True,
+        ),
+        (lambda c: c.append({"type": 10, "content": "x" * 4001}), "[1].content: Must", True),
+        (
+            lambda c: _container(c)[0]["items"][0]["media"].update(url="attachment://gone.png"),
+            "attachment://gone.png names no attachment",
+            True,
+        ),
+        (
+            lambda c: _container(c)[3]["file"].update(url="https://example.com/prompt.txt"),
+            "only takes attachment://",
+            True,
+        ),
+        (
+            lambda c: _container(c).append({"type": 17, "components": [{"type": 14}]}),
+            "inside a container",
+            True,
+        ),
+        (
+            lambda c: _container(c)[1]["components"].extend(
+                {"type": 10, "content": "z"} for _ in range(3)
+            ),
+            "between 1 and 3 text displays",
+            True,
+        ),
+        (lambda c: _container(c)[1].pop("accessory"), "accessory: This field is required", True),
+        (lambda c: c.append(_button("loose")), "[1].type: Value of field", True),
+        (
+            lambda c: _container(c)[1]["accessory"]["media"].update(url="attachment://prompt.txt"),
+            "thumbnails only show images",
+            False,
+        ),
+        (lambda c: c[0].update(accent_color=0x1000000), "accent_color", True),
+    ],
+)
+def test_components_v2_rules(mutate: Callable[[Any], Any], expected: str, reject: bool) -> None:
+    components = v2_components()
+    assert check_components(components, v2=True, filenames=V2_FILES) == []
+    mutate(components)
+    problems = check_components(components, v2=True, filenames=V2_FILES)
+    found = rule_problems(problems, expected)
+    assert found, [pr.describe() for pr in problems]
+    assert all(pr.reject is reject for pr in found)
+
+
+def test_components_v2_message_fields_and_flag() -> None:
+    components = [{"type": 10, "content": "hello"}]
+    v2 = p.MESSAGE_FLAG_COMPONENTS_V2
+
+    def described(problems: list[Problem]) -> list[tuple[str, bool]]:
+        return [(pr.describe(), pr.reject) for pr in problems]
+
+    assert check_message({"flags": v2, "components": components}) == []
+    assert (
+        check_message({"flags": v2, "components": components, "content": None, "embeds": []}) == []
+    )
+    [(text, reject)] = described(
+        check_message({"flags": v2, "components": components, "content": "hi"})
+    )
+    assert text.startswith("content: content cannot be used with the IS_COMPONENTS_V2 flag")
+    assert reject
+    [(text, reject)] = described(
+        check_message({"flags": v2, "components": components, "embeds": [{"title": "t"}]})
+    )
+    assert text.startswith("embeds:")
+    assert reject
+
+    v2_message = {"flags": v2, "content": "", "embeds": [], "components": components}
+    # Editing a V2 message: legacy fields stay forbidden, and the flag cannot be taken away.
+    [(text, reject)] = described(check_message({"content": "x"}, create=False, stored=v2_message))
+    assert text.startswith("content:")
+    assert reject
+    [(text, reject)] = described(check_message({"flags": 4}, create=False, stored=v2_message))
+    assert "cannot be removed" in text
+    assert not reject
+    # Turning a classic message into V2 needs its content and embeds reset in the same edit.
+    classic = {"flags": 0, "content": "a boat", "embeds": [{"title": "t"}], "components": []}
+    edit: dict[str, Any] = {"flags": v2, "components": components}
+    assert sorted(t for t, _ in described(check_message(edit, create=False, stored=classic))) == [
+        "content: the message still has content: an edit that sets IS_COMPONENTS_V2 must reset "
+        "it (content: null)",
+        "embeds: the message still has embeds: an edit that sets IS_COMPONENTS_V2 must reset "
+        "it (embeds: [])",
+    ]
+    edit.update(content=None, embeds=[])
+    assert check_message(edit, create=False, stored=classic) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda m: m.update(title="t" * 46), "data.title: Must be between 1 and 45"),
+        (lambda m: m.update(custom_id="c" * 101), "data.custom_id: Must be between 1 and 100"),
+        (
+            lambda m: m.update(components=m["components"] * 3),
+            "data.components: Must be between 1 and 5",
+        ),
+        (
+            lambda m: m["components"][0]["component"].update(label="Prompt"),
+            "cannot have its own label",
+        ),
+        (lambda m: m["components"][0].update(label="l" * 46), "data.components[0].label: Must"),
+        (lambda m: m["components"][1]["components"][0].pop("label"), "components[0].label: This"),
+        (lambda m: m["components"][0]["component"].update(style=3), "one of (1, 2)"),
+        (lambda m: m["components"][0]["component"].update(min_length=4001), "min_length must be"),
+        (lambda m: m["components"][0]["component"].update(max_length=0), "max_length must be"),
+        (
+            lambda m: m["components"][0]["component"].update(min_length=1001),
+            "min_length is greater",
+        ),
+        (
+            lambda m: m["components"][0]["component"].update(value="v" * 4001),
+            "component.value: Must",
+        ),
+        (
+            lambda m: m["components"][0]["component"].update(placeholder="p" * 101),
+            "placeholder: Must",
+        ),
+        (
+            lambda m: m["components"].append({"type": 1, "components": [_button("b")]}),
+            "only holds text",
+        ),
+        (lambda m: m["components"].append(_button("b")), "must be one of (1, 10, 18)"),
+        (
+            lambda m: m["components"].append(
+                {
+                    "type": 18,
+                    "label": "Model",
+                    "component": {
+                        "type": 3,
+                        "custom_id": "model",
+                        "disabled": True,
+                        "options": [{"label": "a", "value": "a"}],
+                    },
+                }
+            ),
+            "Modals can not currently have disabled components",
+        ),
+        (
+            lambda m: m["components"][1]["components"][0].update(custom_id="prompt"),
+            "cannot be duplicated",
+        ),
+    ],
+)
+def test_modal_rules(mutate: Callable[[Any], Any], expected: str) -> None:
+    modal = EditPrompt(1, "a paper boat", Seen()).to_dict()
+    assert check_modal(modal) == []
+    mutate(modal)
+    problems = check_modal(modal)
+    found = rule_problems(problems, expected)
+    assert found, [pr.describe() for pr in problems]
+    assert all(pr.reject for pr in found)
+
+
+async def test_picking_string_select_options(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    picked: list[list[str]] = []
+
+    class Models(ui.View):
+        @ui.select(custom_id="model", options=[discord.SelectOption(label=m) for m in MODELS])
+        async def model(self, interaction: discord.Interaction, select: ui.Select[Any]) -> None:
+            picked.append(list(select.values))
+            await interaction.response.edit_message(content=f"model: {select.values[0]}")
+
+    @app_commands.command(name="models", description="Pick a model")
+    async def models(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("pick one", view=Models())
+
+    bot.tree.add_command(models)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("models")
+        await command.wait_for_callback()
+        assert command.original is not None
+        with pytest.raises(InteractionRefused, match="not options"):
+            fake.component_interaction(command.original, "model", values=["dall-e-9"])
+        with pytest.raises(InteractionRefused, match="distinct values"):
+            fake.component_interaction(command.original, "model", values=MODELS[:2])
+        chosen = await fake.select(command.original, "model", ["gpt-image-2"])
+        await chosen.wait_for_callback()
+    assert chosen.payload["data"]["values"] == ["gpt-image-2"]
+    assert chosen.payload["data"]["component_type"] == p.COMPONENT_STRING_SELECT
+    assert picked == [["gpt-image-2"]]
+    assert command.original["content"] == "model: gpt-image-2"
+    [select] = command.original["components"][0]["components"]
+    assert (select["min_values"], select["max_values"]) == (1, 1)
+    fake.assert_clean()
+
+
+async def test_channel_endpoints_fetch_and_edit_messages(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    outcomes: list[str] = []
+
+    class Lock(ui.View):
+        @ui.button(label="Lock", custom_id="lock")
+        async def lock(self, interaction: discord.Interaction, _: ui.Button[Any]) -> None:
+            assert interaction.message is not None
+            assert isinstance(interaction.channel, discord.TextChannel)
+            await interaction.response.defer()
+            fetched = await interaction.channel.fetch_message(interaction.message.id)
+            outcomes.append(fetched.content)
+            await interaction.message.edit(content="locked", view=None)  # PATCH /channels/...
+            other = interaction.channel.get_partial_message(int(theirs["id"]))
+            try:
+                await other.edit(content="mine now")
+            except discord.Forbidden as exc:
+                outcomes.append(f"{exc.status} {exc.code}")
+
+    @app_commands.command(name="lockable", description="A message with a lock button")
+    async def lockable(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("open", view=Lock())
+
+    bot.tree.add_command(lockable)
+    theirs = fake.user_message("a user's message")
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("lockable")
+        await command.wait_for_callback()
+        assert command.original is not None
+        press = await fake.press(command.original, "lock")
+        await fake.wait_for_request(lambda r: r.status == 403)
+    assert press.response_type == 6
+    assert outcomes == ["open", "403 50005"]
+    assert (command.original["content"], command.original["components"]) == ("locked", [])
+    assert theirs["content"] == "a user's message"
+    [violation] = fake.violations
+    assert "written by someone else" in violation
+
+
+async def test_editing_a_components_v2_message(fake: FakeDiscord) -> None:
+    """Rebuilding the layout from the message works; editing in `content` is refused."""
+    bot = make_bot()
+    errors: list[BaseException] = []
+
+    async def retitle(interaction: discord.Interaction) -> None:
+        assert interaction.message is not None
+        layout = ui.LayoutView.from_message(interaction.message)
+        for item in layout.walk_children():
+            if isinstance(item, ui.TextDisplay):
+                item.content = "**retitled**"
+        await interaction.response.edit_message(view=layout)
+
+    async def naive(interaction: discord.Interaction) -> None:
+        try:
+            await interaction.response.edit_message(content="retitled")
+        except discord.HTTPException as exc:
+            errors.append(exc)
+
+    @app_commands.command(name="card", description="A components-V2 card")
+    async def card(interaction: discord.Interaction) -> None:
+        layout = ui.LayoutView()
+        retitle_button: ui.Button[Any] = ui.Button(label="Retitle", custom_id="retitle")
+        retitle_button.callback = retitle  # type: ignore[method-assign]
+        naive_button: ui.Button[Any] = ui.Button(label="Naive", custom_id="naive")
+        naive_button.callback = naive  # type: ignore[method-assign]
+        layout.add_item(
+            ui.Container(
+                ui.MediaGallery(discord.MediaGalleryItem("attachment://image.png")),
+                ui.TextDisplay("**a paper boat**"),
+                ui.ActionRow(retitle_button, naive_button),
+            )
+        )
+        await interaction.response.send_message(
+            view=layout, file=discord.File(io.BytesIO(png_bytes()), filename="image.png")
+        )
+
+    bot.tree.add_command(card)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("card")
+        await command.wait_for_callback()
+        message = command.original
+        assert message is not None
+        # (Naive first: the rebuilt layout replaces the stored view and its callbacks.)
+        refused = await (await fake.press(message, "naive")).wait_for_callback()
+        await eventually(lambda: len(errors) == 1)
+        await (await fake.press(message, "retitle")).wait_for_callback()
+    gallery, text, _ = message["components"][0]["components"]
+    assert text["content"] == "**retitled**"
+    assert gallery["items"][0]["media"]["url"] == message["attachments"][0]["url"]
+    assert message["flags"] == p.MESSAGE_FLAG_COMPONENTS_V2
+    assert refused.status == 400
+    [violation] = fake.violations
+    assert "data.content: content cannot be used with the IS_COMPONENTS_V2 flag" in violation
