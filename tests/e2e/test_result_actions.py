@@ -224,3 +224,27 @@ async def test_a_button_on_a_model_no_longer_offered_says_so(bot: Harness) -> No
     press = await bot.discord.press(first, buttons(first)["Reroll"], user_id=MEMBER)
     assert "dall-e-1 is no longer offered" in await private_text(press)
     assert len(bot.comet.calls) == 1
+
+
+async def test_another_member_edits_the_prompt_and_is_billed_for_it(bot: Harness) -> None:
+    """The form opened by another member starts a generation that is theirs, not the owner's."""
+    first = await result_of(bot, await bot.imagine(prompt="a cat", user_id=MEMBER))
+    press = await bot.discord.press(first, buttons(first)["Edit prompt"], user_id=OTHER)
+    await press.wait_for_callback()
+    inputs = _inputs(press.modal or {})
+    await result_of(bot, await press.submit_modal({inputs["Prompt"]: "a dog"}, user_id=OTHER))
+    database = Path(bot.app.settings.database_path)
+    assert rows(database, "user_id, parent_id") == [(MEMBER, None), (OTHER, 1)]
+
+
+async def test_the_requester_sees_details_of_their_own_result(bot: Harness) -> None:
+    """Details pressed by the requester: private, with the model and every parameter sent."""
+    first = await result_of(
+        bot, await bot.imagine(prompt="a cat", user_id=MEMBER, model="dall-e-3", style="natural")
+    )
+    press = await bot.discord.press(first, buttons(first)["Details"], user_id=MEMBER)
+    callback = await press.wait_for_callback()
+    assert callback.json["data"]["flags"] & EPHEMERAL
+    shown = str(callback.json["data"]["embeds"])
+    assert "model=dall-e-3" in shown
+    assert "style=natural" in shown
