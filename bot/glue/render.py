@@ -159,7 +159,8 @@ def _model_lines(report: Report) -> str:
 def _totals_fields(embed: discord.Embed, report: Report) -> None:
     totals = report.totals
     embed.add_field(name="Images", value=f"{totals.images:,}")
-    embed.add_field(name="Requests", value=f"{totals.requests:,}")
+    edits = f" ({count(totals.edits, 'edit')})" if totals.edits else ""
+    embed.add_field(name="Requests", value=f"{totals.requests:,}{edits}")
     embed.add_field(name="Failed", value=f"{totals.failures:,}")
     embed.add_field(name="Cost", value=totals.cost.summary(), inline=False)
     if totals.undelivered.requests:

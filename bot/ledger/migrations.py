@@ -203,6 +203,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE generations ADD COLUMN deleted_at TEXT;
     ALTER TABLE generations ADD COLUMN deleted_by INTEGER;
     """,
+    # 5: edits from reference images beside generations from text.
+    """
+    ALTER TABLE generations ADD COLUMN kind TEXT NOT NULL DEFAULT 'generation'
+        CHECK (kind IN ('generation', 'edit'));
+    ALTER TABLE generations ADD COLUMN reference_count INTEGER NOT NULL DEFAULT 0
+        CHECK (reference_count >= 0);
+    -- The server reports read these columns too now: the index keeps covering them.
+    DROP INDEX generations_by_guild;
+    CREATE INDEX generations_by_guild ON generations (
+        guild_id, created_at, user_id, model, status, billed, kind, n_requested,
+        images_delivered, cost_usd, price_as_of, input_tokens, output_tokens, total_tokens
+    );
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

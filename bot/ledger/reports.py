@@ -183,7 +183,8 @@ _BY_MODEL_SELECT: Final = (
     "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
     "COALESCE(SUM(total_tokens), 0), "
     f"SUM(CASE WHEN {_NOT_RECEIVED} THEN 1 ELSE 0 END), "
-    f"COALESCE(SUM(CASE WHEN {_NOT_RECEIVED} THEN cost_usd END), 0) "
+    f"COALESCE(SUM(CASE WHEN {_NOT_RECEIVED} THEN cost_usd END), 0), "
+    "SUM(CASE WHEN kind = 'edit' THEN 1 ELSE 0 END) "
 )
 _BY_MODEL_TAIL: Final = "GROUP BY model ORDER BY images DESC, model"
 _TOP_USERS_SELECT: Final = (
@@ -201,7 +202,7 @@ _EXPORT_SELECT: Final = (
     "SELECT created_at, user_id, guild_id, channel_id, model, size, quality, n_requested, "
     "images_delivered, status, error_code, latency_ms, input_tokens, output_tokens, "
     "total_tokens, CASE WHEN billed = 1 THEN cost_usd END, price_source, price_as_of, "
-    "request_id, billed, attempts, upstream_request_id "
+    "request_id, billed, attempts, upstream_request_id, kind, reference_count "
 )
 # With a guild, the index already yields this order, so the export streams without a sort.
 _EXPORT_TAIL: Final = "ORDER BY created_at, id"
@@ -250,6 +251,8 @@ EXPORT_COLUMNS: Final = (
     "billed",
     "attempts",
     "upstream_request_id",
+    "kind",
+    "references",
 )
 
 
@@ -344,6 +347,8 @@ class ModelLine:
     output_tokens: int
     total_tokens: int
     undelivered: Undelivered = field(default_factory=Undelivered)
+    edits: int = 0
+    """Of the requests, how many were edits of reference images."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +373,7 @@ class Totals:
     output_tokens: int = 0
     total_tokens: int = 0
     undelivered: Undelivered = field(default_factory=Undelivered)
+    edits: int = 0
 
 
 def totals_of(lines: tuple[ModelLine, ...]) -> Totals:
@@ -386,6 +392,7 @@ def totals_of(lines: tuple[ModelLine, ...]) -> Totals:
         output_tokens=sum(line.output_tokens for line in lines),
         total_tokens=sum(line.total_tokens for line in lines),
         undelivered=undelivered,
+        edits=sum(line.edits for line in lines),
     )
 
 
@@ -417,6 +424,7 @@ async def model_lines(
             output_tokens=int(row[9]),
             total_tokens=int(row[10]),
             undelivered=Undelivered(int(row[11]), float(row[12])),
+            edits=int(row[13]),
         )
         for row in rows
     )

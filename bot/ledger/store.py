@@ -79,9 +79,11 @@ def _budget_ok(spend: str, budget: str) -> str:
 # The checks and the insert are one statement, so concurrent requests cannot both slip under.
 _RESERVE: Final = (
     "INSERT INTO generations (created_at, user_id, guild_id, channel_id, model, size, "
-    "quality, n_requested, status, request_id, reserved_usd, options_json, parent_id, private) "
+    "quality, n_requested, status, request_id, reserved_usd, options_json, parent_id, private, "
+    "kind, reference_count) "
     "SELECT :created_at, :user_id, :guild_id, :channel_id, :model, :size, :quality, :n, "
-    "'pending', :request_id, :reserved, :options_json, :parent_id, :private "
+    "'pending', :request_id, :reserved, :options_json, :parent_id, :private, :kind, "
+    ":reference_count "
     "WHERE (:operator_images IS NULL OR " + _OPERATOR_IMAGES + " + :n <= :operator_images) "
     "AND (:server_images IS NULL OR " + _SERVER_IMAGES + " + :n <= :server_images) "
     "AND " + _budget_ok(_USER_SPEND, ":user_budget") + " "
@@ -112,6 +114,9 @@ class NewGeneration:
     parent_id: int | None = None
     """The generation this one reran, if any."""
     private: bool = False
+    kind: str = "generation"
+    """'generation' (from text) or 'edit' (from reference images)."""
+    reference_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +297,8 @@ class UsageLedger:
             "options_json": entry.options_json,
             "parent_id": entry.parent_id,
             "private": int(entry.private),
+            "kind": entry.kind,
+            "reference_count": entry.reference_count,
             "day_start": _db_day(now),
             "operator_images": ceilings.operator_daily_images,
             "server_images": ceilings.server_daily_images if entry.guild_id else None,

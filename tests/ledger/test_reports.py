@@ -322,7 +322,7 @@ def _stored_rows(path: Path, guild: int) -> list[tuple[str, ...]]:
             "SELECT created_at, user_id, guild_id, channel_id, model, size, quality, "
             "n_requested, images_delivered, status, error_code, latency_ms, input_tokens, "
             "output_tokens, total_tokens, cost_usd, price_source, price_as_of, request_id, "
-            "billed, attempts, upstream_request_id "
+            "billed, attempts, upstream_request_id, kind, reference_count "
             "FROM generations WHERE guild_id = ? ORDER BY created_at, id",
             (guild,),
         ).fetchall()
@@ -363,6 +363,8 @@ async def test_export_parses_back_to_the_same_rows(ledger: UsageLedger, tmp_path
         "billed",
         "attempts",
         "upstream_request_id",
+        "kind",
+        "references",
     ):
         assert column in parsed[0]
     assert tuple(parsed[0]) == EXPORT_COLUMNS
@@ -370,9 +372,9 @@ async def test_export_parses_back_to_the_same_rows(ledger: UsageLedger, tmp_path
     by_status = {(row[9], row[10]): row[15:] for row in parsed[1:]}
     # A billed failure exports its cost and trace ids; an unbilled one has neither.
     assert by_status[("failed", "delivery_failed")][:1] == ["0.04"]
-    assert by_status[("failed", "delivery_failed")][4:] == ["1", "1", "up-1"]
+    assert by_status[("failed", "delivery_failed")][4:7] == ["1", "1", "up-1"]
     assert by_status[("failed", "timeout")][:1] == [""]
-    assert by_status[("failed", "timeout")][4:] == ["0", "", ""]
+    assert by_status[("failed", "timeout")][4:7] == ["0", "", ""]
 
 
 def _read_parts(paths: tuple[Path, ...]) -> list[list[str]]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bot.core.validation import ImagineOptions, validate
+from bot.ledger.export import export_csv
+from bot.ledger.periods import Period
+from bot.ledger.reports import Scope, build_report, window_for
 from bot.ledger.results import HISTORY_MAX, history, mark_deleted, stored_generation
 from bot.ledger.store import FinalStatus, UsageLedger
 from tests.conftest import Clock, answer, generation, write_row
@@ -87,3 +92,27 @@ def test_options_round_trip_and_ignore_unknown_keys() -> None:
     assert ImagineOptions.from_json('{"prompt": "x", "future": 1}') == ImagineOptions(prompt="x")
     with pytest.raises(ValueError, match="no prompt"):
         ImagineOptions.from_json('{"model": "dall-e-3"}')
+
+
+async def test_edits_are_counted_apart_in_reports_and_the_export(
+    ledger: UsageLedger, tmp_path: Path
+) -> None:
+    """An edit with two references: the report counts it as an edit, the CSV says so."""
+    await write_row(ledger, generation(), FinalStatus("delivered", images_delivered=1))
+    await write_row(
+        ledger,
+        replace(generation(request_id="e"), kind="edit", reference_count=2),
+        FinalStatus("delivered", images_delivered=1),
+    )
+    window = window_for(Period.TODAY, ledger.now())
+    report = await build_report(ledger.reader, Scope(guild_id=10), window)
+    assert (report.totals.requests, report.totals.edits) == (2, 1)
+    result = await export_csv(
+        ledger.reader, Scope(guild_id=10), window, tmp_path, name="e", limit_bytes=10_000_000
+    )
+    with result.files[0].open(encoding="utf-8", newline="") as handle:
+        parsed = list(csv.DictReader(handle))
+    assert [(row["kind"], row["references"]) for row in parsed] == [
+        ("generation", "0"),
+        ("edit", "2"),
+    ]
