@@ -13,8 +13,9 @@ import hashlib
 import mimetypes
 import secrets
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +90,12 @@ INTERACTION_APPLICATION_COMMAND = 2
 INTERACTION_MESSAGE_COMPONENT = 3
 INTERACTION_AUTOCOMPLETE = 4
 INTERACTION_MODAL_SUBMIT = 5
+
+# Application command types.
+COMMAND_CHAT_INPUT = 1
+COMMAND_USER = 2
+COMMAND_MESSAGE = 3
+COMMAND_PRIMARY_ENTRY_POINT = 4
 
 OPTION_SUB_COMMAND = 1
 OPTION_SUB_COMMAND_GROUP = 2
@@ -696,7 +703,7 @@ def message(
         "mentions": list(mentions),
         "mention_roles": list(mention_roles),
         "attachments": list(attachments),
-        "embeds": [dict(e, type=e.get("type", "rich")) for e in embeds],
+        "embeds": message_embeds(embeds, attachments),
         "timestamp": timestamp or iso_timestamp(snowflake_time(message_id)),
         "edited_timestamp": edited_timestamp,
         "flags": flags,
@@ -717,6 +724,34 @@ def message(
     if interaction_metadata is not None:
         payload["interaction_metadata"] = interaction_metadata
     return payload
+
+
+def message_embeds(embeds: Sequence[Json], attachments: Sequence[Json]) -> list[Json]:
+    """Embeds as Discord returns them: `type` defaults to "rich", and an image or thumbnail
+    that says `attachment://name` becomes that attachment's CDN media (url, proxy_url, size,
+    content type, placeholder), as MessageEmbedImageResponse describes."""
+    by_name = {a["filename"]: a for a in attachments}
+    rendered: list[Json] = []
+    for embed in embeds:
+        out = dict(embed, type=embed.get("type", "rich"))
+        for key in ("image", "thumbnail"):
+            media = out.get(key)
+            url = media.get("url") if isinstance(media, dict) else None
+            if not isinstance(url, str) or not url.startswith("attachment://"):
+                continue
+            found = by_name.get(url.removeprefix("attachment://"))
+            if found is None:
+                continue
+            resolved: Json = {"url": found["url"], "proxy_url": found["proxy_url"]}
+            for field_name in ("width", "height", "content_type", "placeholder"):
+                if field_name in found:
+                    resolved[field_name] = found[field_name]
+            if "placeholder" in found:
+                resolved["placeholder_version"] = found.get("placeholder_version", 1)
+            resolved["flags"] = 0
+            out[key] = resolved
+        rendered.append(out)
+    return rendered
 
 
 def walk_components(components: Iterable[Any]) -> Iterator[Json]:
@@ -856,13 +891,107 @@ def message_components(
 
 
 @dataclass(frozen=True)
+class CdnBehaviour:
+    """How the fake's loopback CDN serves one attachment's URL (and its proxy_url).
+
+    delay: seconds before the response headers are sent.
+    chunk_delay: seconds between body chunks of `chunk_size` bytes (a slow stream).
+    content_length: False sends the body with chunked transfer encoding and no
+        Content-Length, so a client cannot know the size before reading.
+    vanished: the URL answers 404 ("This content is no longer available.") although the
+        attachment was uploaded (deleted message, expired signed URL).
+    body: bytes served instead of the uploaded ones (a CDN object that differs from the
+        attachment's reported `size`); None serves what was uploaded.
+    """
+
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    chunk_size: int = 64 * 1024
+    content_length: bool = True
+    vanished: bool = False
+    body: bytes | None = None
+
+
+CDN_AS_UPLOADED = CdnBehaviour()
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
+
+
+def tiny_png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A valid, decodable RGB PNG of `width` x `height` pixels (no Pillow needed)."""
+    row = b"\x00" + bytes(rgb) * width
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(row * height))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@dataclass(frozen=True)
 class AttachmentInput:
-    """A file the invoking user attached to an ATTACHMENT (type 11) option."""
+    """A file a user uploaded: to an ATTACHMENT (type 11) option, or to a message made with
+    `FakeDiscord.user_message`. `cdn` chooses how the loopback CDN serves its URL."""
 
     filename: str
     data: bytes
     content_type: str | None = None
     description: str | None = None
+    cdn: CdnBehaviour = CDN_AS_UPLOADED
+
+    @classmethod
+    def oversized(
+        cls,
+        size: int,
+        filename: str = "huge.png",
+        *,
+        width: int = 2,
+        height: int = 2,
+        content_length: bool = True,
+        description: str | None = None,
+    ) -> AttachmentInput:
+        """A real `size`-byte PNG (a decodable image followed by padding), reported with
+        that size; `content_length=False` streams it without a Content-Length header."""
+        image = tiny_png(width, height)
+        if size < len(image):
+            raise ValueError(f"size must be at least {len(image)} bytes")
+        return cls(
+            filename,
+            image + bytes(size - len(image)),
+            content_type="image/png",
+            description=description,
+            cdn=CdnBehaviour(content_length=content_length),
+        )
+
+    @classmethod
+    def renamed_text(
+        cls,
+        filename: str = "photo.png",
+        text: str = "this is a text file, not an image\n",
+        *,
+        content_type: str | None = None,
+    ) -> AttachmentInput:
+        """A text file renamed to an image name: Discord reports the content type the
+        name implies (image/png for .png) and, since it cannot decode it, no width/height."""
+        return cls(filename, text.encode(), content_type=content_type)
+
+    def slow(
+        self, *, delay: float = 0.0, chunk_delay: float = 0.0, chunk_size: int = 64 * 1024
+    ) -> AttachmentInput:
+        """This file, served after `delay` s and/or in `chunk_size` chunks `chunk_delay` s
+        apart."""
+        return replace(
+            self,
+            cdn=replace(self.cdn, delay=delay, chunk_delay=chunk_delay, chunk_size=chunk_size),
+        )
+
+    def vanished(self) -> AttachmentInput:
+        """This file, whose CDN URL answers 404 although the upload went through."""
+        return replace(self, cdn=replace(self.cdn, vanished=True))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,17 @@ numbered, `attachment://` media resolved). A test then acts as a member would::
     await press.wait_for_callback()                     # type 4/5/6/7/9; 6/7 act on that message
     submit = await press.submit_modal({"prompt": "a red boat"})  # if the bot answered with a modal
 
+Reference images: attachment options take `AttachmentInput` values (resolved into
+`data.resolved.attachments`), `user_message(..., attachments=[...])` posts a member's message
+with files, and every attachment URL is served by a loopback CDN whose behaviour a test picks
+per file (`AttachmentInput(...).slow(...)`, `.vanished()`, `AttachmentInput.oversized(...)`,
+`AttachmentInput.renamed_text(...)`; `fake.cdn_fetches` records each download)::
+
+    target = fake.user_message("see", attachments=[p.AttachmentInput("cat.png", png)])
+    menu = await fake.invoke_message_command("Remix with imagine", target, user_id=77)
+    await menu.wait_for_callback()                      # e.g. type 9, a modal
+    submit = await menu.submit_modal({"prompt": "in watercolour"})
+
 `press`/`select`/`submit_modal` raise `InteractionRefused` for what the Discord client would not
 let a member do (a custom_id not on the message, a disabled or link button, someone else's
 ephemeral message, a required input left empty, ...).
@@ -58,9 +69,11 @@ from jsonschema.exceptions import best_match
 
 from tests.fakes import discord_payloads as p
 from tests.fakes.discord_payloads import (
+    CDN_AS_UPLOADED,
     DEFAULT_ATTACHMENT_SIZE_LIMIT,
     MEMBER_PERMISSIONS,
     AttachmentInput,
+    CdnBehaviour,
     GuildSpec,
     Json,
 )
@@ -71,6 +84,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     zstandard = None
 
 __all__ = [
+    "CdnFetch",
     "FakeDiscord",
     "GatewayFrame",
     "InteractionHandle",
@@ -211,6 +225,33 @@ class RecordedRequest:
 
     def __repr__(self) -> str:
         return f"<RecordedRequest {self.method} {self.path} -> {self.status}>"
+
+
+@dataclass
+class CdnFetch:
+    """One GET (or HEAD) of an attachment URL on the loopback CDN, and how it ended."""
+
+    attachment_id: int | None
+    filename: str
+    host: Literal["cdn", "media"]  # url (cdn.discordapp.com) or proxy_url (media.discordapp.net)
+    method: str
+    at: float
+    status: int | None = None
+    bytes_sent: int = 0
+    complete: bool = False  # the whole body was written
+    aborted: bool = False  # the client went away before the body ended
+
+
+@dataclass
+class _CdnObject:
+    filename: str
+    content_type: str | None
+    data: bytes
+    behaviour: CdnBehaviour = CDN_AS_UPLOADED
+    vanished: bool = False
+
+
+CDN_GONE_TEXT = "This content is no longer available."
 
 
 @dataclass
@@ -482,7 +523,30 @@ def check_commands(commands: Any, *, name_policy: NamePolicy = "ascii") -> list[
                     )
                 )
         elif kind in (2, 3):
+            # "USER and MESSAGE commands may be mixed case and can include spaces" (DDOC
+            # application-commands.mdx, Application Command Naming): 1-32 characters, no
+            # lower-case rule, no description, no options.
             _check_length(name, (*loc, "name"), 1, 32, out)
+            localized = command.get("name_localizations")
+            if isinstance(localized, dict):
+                for locale, text in localized.items():
+                    _check_length(text, (*loc, "name_localizations", locale), 1, 32, out)
+            elif localized:
+                out.append(
+                    Problem(
+                        (*loc, "name_localizations"),
+                        "DICT_TYPE_CONVERT",
+                        "Only dictionaries may be used in a DictType",
+                    )
+                )
+            if command.get("description_localizations"):
+                out.append(
+                    Problem(
+                        (*loc, "description_localizations"),
+                        "APPLICATION_COMMAND_CONTEXT_MENU_DESCRIPTION",
+                        "Context menu commands cannot have description",
+                    )
+                )
             if command.get("description"):
                 out.append(
                     Problem(
@@ -2109,7 +2173,10 @@ class FakeDiscord:
 
         self._interactions: dict[str, _Interaction] = {}
         self._dm_channels: dict[int, Json] = {}
-        self._cdn: dict[int, tuple[str, str | None, bytes]] = {}
+        self._cdn: dict[int, _CdnObject] = {}
+        # Every request to the loopback CDN (attachment url / proxy_url), in arrival order.
+        self.cdn_fetches: list[CdnFetch] = []
+        self._cdn_tasks: set[asyncio.Task[Any]] = set()
         self._sessions: dict[str, _Session] = {}
         self._shard_sessions: dict[int, _Session] = {}
         self._connections: set[_GatewayConnection] = set()
@@ -2144,6 +2211,8 @@ class FakeDiscord:
         self._port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        for task in list(self._cdn_tasks):
+            task.cancel()  # slow CDN bodies must not hold up the shutdown
         for conn in list(self._connections):
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=1001, message=b"fake Discord stopping")
@@ -2272,13 +2341,94 @@ class FakeDiscord:
     # -- HTTP plumbing --------------------------------------------------------------------
 
     async def _cdn_get(self, request: web.Request) -> web.StreamResponse:
+        """The attachment CDN: serves uploaded bytes at `url` and `proxy_url`, shaped by the
+        attachment's `CdnBehaviour` (delay, slow stream, no Content-Length, 404)."""
         try:
-            filename, content_type, data = self._cdn[int(request.match_info["attachment"])]
-        except (KeyError, ValueError):
+            attachment_id: int | None = int(request.match_info["attachment"])
+        except ValueError:
+            attachment_id = None
+        fetch = CdnFetch(
+            attachment_id=attachment_id,
+            filename=request.match_info["filename"],
+            host="media" if request.path.startswith("/media/") else "cdn",
+            method=request.method,
+            at=time.monotonic(),
+        )
+        self.cdn_fetches.append(fetch)
+        stored = None if attachment_id is None else self._cdn.get(attachment_id)
+        if stored is None or stored.filename != fetch.filename:
+            fetch.status = 404
             return web.Response(status=404, text="Not Found")
-        if filename != request.match_info["filename"]:
-            return web.Response(status=404, text="Not Found")
-        return web.Response(body=data, content_type=content_type or "application/octet-stream")
+        behaviour = stored.behaviour
+        if stored.vanished or behaviour.vanished:
+            fetch.status = 404
+            return web.Response(status=404, text=CDN_GONE_TEXT)
+        task = asyncio.current_task()
+        if task is not None:
+            self._cdn_tasks.add(task)
+        try:
+            return await self._cdn_stream(request, stored, fetch)
+        finally:
+            if task is not None:
+                self._cdn_tasks.discard(task)
+
+    async def _cdn_stream(
+        self, request: web.Request, stored: _CdnObject, fetch: CdnFetch
+    ) -> web.StreamResponse:
+        behaviour = stored.behaviour
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        body = stored.data if behaviour.body is None else behaviour.body
+        response = web.StreamResponse(status=200)
+        response.headers["Content-Type"] = stored.content_type or "application/octet-stream"
+        response.headers["Cache-Control"] = "public, max-age=31536000"
+        if behaviour.content_length:
+            response.content_length = len(body)
+        else:
+            response.enable_chunked_encoding()
+        fetch.status = 200
+        try:
+            await response.prepare(request)
+            if request.method == "HEAD":
+                fetch.complete = True
+                return response
+            step = max(1, behaviour.chunk_size)
+            for start in range(0, len(body), step):
+                chunk = body[start : start + step]
+                await response.write(chunk)
+                fetch.bytes_sent += len(chunk)
+                if behaviour.chunk_delay and start + step < len(body):
+                    await asyncio.sleep(behaviour.chunk_delay)
+            await response.write_eof()
+            fetch.complete = True
+        except (ConnectionError, RuntimeError):
+            # The client closed the connection (it gave up, or stopped reading at its cap).
+            fetch.aborted = True
+        return response
+
+    def cdn_attachment(self, attachment: Json | int | str) -> tuple[str, bytes]:
+        """(filename, bytes) the CDN holds for an attachment (its dict, id or URL)."""
+        stored = self._cdn[self._attachment_id(attachment)]
+        return stored.filename, stored.data
+
+    def vanish_attachment(self, attachment: Json | int | str) -> None:
+        """From now on the attachment's url and proxy_url answer 404 (its message was deleted,
+        or the signed URL expired), as Discord's CDN does."""
+        self._cdn[self._attachment_id(attachment)].vanished = True
+
+    def cdn_fetches_of(self, attachment: Json | int | str) -> list[CdnFetch]:
+        """The CDN requests made for one attachment."""
+        wanted = self._attachment_id(attachment)
+        return [f for f in self.cdn_fetches if f.attachment_id == wanted]
+
+    @staticmethod
+    def _attachment_id(attachment: Json | int | str) -> int:
+        if isinstance(attachment, dict):
+            return int(attachment["id"])
+        if isinstance(attachment, int):
+            return attachment
+        match = re.search(r"/attachments/\d+/(\d+)/", attachment)
+        return int(match.group(1)) if match else int(attachment)
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
@@ -2577,6 +2727,7 @@ class FakeDiscord:
         description: str | None = None,
         content_type: str | None = None,
         ephemeral: bool = False,
+        cdn: CdnBehaviour = CDN_AS_UPLOADED,
     ) -> Json:
         attachment_id = self.next_id()
         payload = p.attachment(
@@ -2589,7 +2740,7 @@ class FakeDiscord:
             content_type=content_type,
             ephemeral=ephemeral,
         )
-        self._cdn[attachment_id] = (filename, payload.get("content_type"), data)
+        self._cdn[attachment_id] = _CdnObject(filename, payload.get("content_type"), data, cdn)
         return payload
 
     def _build_interaction(
@@ -2703,6 +2854,7 @@ class FakeDiscord:
                     description=raw.description,
                     content_type=raw.content_type,
                     ephemeral=True,  # files attached to command options are ephemeral
+                    cdn=raw.cdn,
                 )
                 resolved.attachments[attachment["id"]] = attachment
                 return str(attachment["id"])
@@ -2931,24 +3083,143 @@ class FakeDiscord:
 
     def user_message(
         self,
-        content: str,
+        content: str = "",
         *,
         user_id: int = 1180000000000000100,
         username: str = "someone",
         channel_id: int | None = None,
         guild_id: int | None = None,
+        attachments: Sequence[AttachmentInput] = (),
+        embeds: Sequence[Json] = (),
     ) -> Json:
         """A message a user (not the bot) posted in a guild channel, so tests can check what
-        the bot may do to other people's messages. Not dispatched over the gateway."""
+        the bot may do to other people's messages (and use them as context-menu targets).
+        Not dispatched over the gateway.
+
+        `attachments` are uploaded to the loopback CDN (each served per its `cdn`
+        behaviour); an embed image/thumbnail `attachment://name` resolves to one of them,
+        and an embed with an external image URL is kept as given."""
         guild = self.guild(guild_id)
+        channel = channel_id or guild.text_channel_id
+        uploaded = [
+            self._cdn_attachment(
+                channel_id=channel,
+                filename=a.filename,
+                data=a.data,
+                description=a.description,
+                content_type=a.content_type,
+                cdn=a.cdn,
+            )
+            for a in attachments
+        ]
         message = p.message(
             message_id=self.next_id(),
-            channel_id=channel_id or guild.text_channel_id,
+            channel_id=channel,
             author=p.user(user_id, username, global_name=username.title()),
             content=content,
             guild_id=guild.id,
+            attachments=uploaded,
+            embeds=embeds,
         )
         return self._store_message(message)
+
+    # -- interactions: context-menu commands ----------------------------------------------
+
+    def message_command_interaction(
+        self,
+        name: str,
+        target_message: Json | int | str,
+        *,
+        user_id: int | None = None,
+        username: str = "someone",
+        guild_id: int | None = None,
+        permissions: int = MEMBER_PERMISSIONS,
+        app_permissions: int = p.BOT_PERMISSIONS,
+        roles: Iterable[int] = (),
+        attachment_size_limit: int = DEFAULT_ATTACHMENT_SIZE_LIMIT,
+        locale: str = "en-US",
+        command_id: int | None = None,
+    ) -> Json:
+        """The APPLICATION_COMMAND interaction Discord sends when a member picks the MESSAGE
+        command (type 3) `name` under "Apps" on `target_message` (a dict or id of a message
+        the fake knows: one the bot posted, or one made with `user_message`).
+
+        `data` is `{id, name, type: 3, target_id, resolved: {messages: {target_id: message}},
+        guild_id?}`: the target as Discord returns messages (attachments, embeds and
+        components included, no `guild_id`), with no `options`; the interaction carries no
+        top-level `message`. Raises `InteractionRefused` when the member could not open the
+        menu on it (someone else's ephemeral message or DM, no VIEW_CHANNEL).
+        """
+        stored = self._live_message(target_message)
+        message_guild = int(stored["guild_id"]) if stored.get("guild_id") else None
+        if guild_id is not None and guild_id != message_guild:
+            raise ValueError(f"message {stored['id']} is in guild {message_guild}, not {guild_id}")
+        viewer = self._message_viewer(stored)
+        invoker_id = user_id if user_id is not None else (viewer or 1180000000000000100)
+        if viewer is not None and invoker_id != viewer:
+            raise InteractionRefused(
+                f"message {stored['id']} is only visible to user {viewer}, not {invoker_id}"
+            )
+        invoker = p.user(invoker_id, username, global_name=username.title())
+        channel_id = int(stored["channel_id"])
+        guild = self.guilds.get(message_guild) if message_guild is not None else None
+        if guild is None:
+            channel = self._dm_channels.get(invoker_id) or p.dm_channel(channel_id, invoker)
+        else:
+            if not permissions & p.VIEW_CHANNEL:
+                raise InteractionRefused(
+                    f"user {invoker_id} cannot view channel {channel_id} (no VIEW_CHANNEL)"
+                )
+            channel = p.text_channel(
+                channel_id,
+                "general" if channel_id == guild.text_channel_id else f"ch-{channel_id}",
+                guild_id=guild.id,
+                parent_id=guild.category_id,
+                permissions=permissions,
+            )
+        command = self.find_command(
+            name, None if guild is None else guild.id, kind=p.COMMAND_MESSAGE
+        )
+        resolved_message = {k: v for k, v in copy.deepcopy(stored).items() if k != "guild_id"}
+        data: Json = {
+            "id": str(command_id or (command["id"] if command else self.next_id())),
+            "name": name,
+            "type": p.COMMAND_MESSAGE,
+            "target_id": stored["id"],
+            "resolved": {"messages": {stored["id"]: resolved_message}},
+        }
+        if command is not None and "guild_id" in command:
+            data["guild_id"] = command["guild_id"]
+        interaction_id = self.next_id()
+        return p.interaction(
+            interaction_id=interaction_id,
+            interaction_type=p.INTERACTION_APPLICATION_COMMAND,
+            token=p.interaction_token(interaction_id),
+            application_id=self.application_id,
+            data=data,
+            invoker=invoker,
+            channel=channel,
+            guild=guild,
+            permissions=permissions,
+            app_permissions=app_permissions,
+            roles=roles,
+            locale=locale,
+            attachment_size_limit=attachment_size_limit,
+        )
+
+    async def invoke_message_command(
+        self,
+        name: str,
+        target_message: Json | int | str,
+        *,
+        shard_id: int | None = None,
+        **kwargs: Any,
+    ) -> InteractionHandle:
+        """Build a message context-menu interaction (see `message_command_interaction` for
+        kwargs and refusals) and dispatch it; the handle's `modal` / `submit_modal` work as
+        for slash commands."""
+        payload = self.message_command_interaction(name, target_message, **kwargs)
+        return await self.dispatch(payload, shard_id=shard_id)
 
     # -- interactions: components ---------------------------------------------------------
 
@@ -3417,6 +3688,14 @@ class FakeDiscord:
             metadata["original_response_message_id"] = state.original["id"]
         if state.type == p.INTERACTION_MESSAGE_COMPONENT and state.source_message_id:
             metadata["interacted_message_id"] = state.source_message_id
+        data = state.payload.get("data") or {}
+        if state.type == p.INTERACTION_APPLICATION_COMMAND and data.get("target_id"):
+            if data.get("type") == p.COMMAND_MESSAGE:
+                metadata["target_message_id"] = data["target_id"]
+            elif data.get("type") == p.COMMAND_USER:
+                users = (data.get("resolved") or {}).get("users") or {}
+                if data["target_id"] in users:
+                    metadata["target_user"] = users[data["target_id"]]
         if state.type == p.INTERACTION_MODAL_SUBMIT and state.opener is not None:
             metadata["triggering_interaction_metadata"] = self._interaction_metadata(state.opener)
         return metadata
@@ -3448,8 +3727,13 @@ class FakeDiscord:
             channel_id=state.channel_id,
             author=self._bot_author(),
             content=str(body.get("content") or ""),
-            # CHAT_INPUT_COMMAND for slash commands; DEFAULT for component and modal replies.
-            message_type=20 if state.type == p.INTERACTION_APPLICATION_COMMAND else 0,
+            # CHAT_INPUT_COMMAND for slash commands, CONTEXT_MENU_COMMAND for user and
+            # message commands; DEFAULT for component and modal replies.
+            message_type=(
+                (23 if data.get("type") in (p.COMMAND_USER, p.COMMAND_MESSAGE) else 20)
+                if state.type == p.INTERACTION_APPLICATION_COMMAND
+                else 0
+            ),
             flags=flags,
             embeds=body.get("embeds") or [],
             attachments=attachments,
@@ -3603,7 +3887,6 @@ class FakeDiscord:
             if key in body:
                 default: Any = "" if key == "content" else []
                 message[key] = body[key] if body[key] is not None else default
-        message["embeds"] = [dict(e, type=e.get("type", "rich")) for e in message["embeds"]]
         if "attachments" in body or files:
             message["attachments"] = self._attachments_for(
                 body,
@@ -3612,6 +3895,7 @@ class FakeDiscord:
                 message["attachments"],
                 ephemeral=bool(message["flags"] & p.MESSAGE_FLAG_EPHEMERAL),
             )
+        message["embeds"] = p.message_embeds(message["embeds"], message["attachments"])
         if "components" in body:
             message["components"] = p.message_components(
                 body["components"] or [], attachments=message["attachments"], next_id=self.next_id

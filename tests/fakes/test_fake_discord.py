@@ -1825,3 +1825,418 @@ async def test_editing_a_components_v2_message(fake: FakeDiscord) -> None:
     assert refused.status == 400
     [violation] = fake.violations
     assert "data.content: content cannot be used with the IS_COMPONENTS_V2 flag" in violation
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference images: attachment options, the loopback CDN, message context menus
+# ---------------------------------------------------------------------------------------------
+
+
+class SeenAttachments:
+    def __init__(self) -> None:
+        self.attachments: list[discord.Attachment] = []
+        self.bytes: list[bytes] = []
+        self.errors: list[BaseException] = []
+        self.targets: list[discord.Message] = []
+        self.prompts: list[str] = []
+
+
+def add_reference_imagine(bot: commands.AutoShardedBot, seen: SeenAttachments) -> None:
+    """/imagine with attachment options image/image2/mask, read through discord.py."""
+
+    @app_commands.command(name="imagine", description="Generate an image from a prompt")
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: str,
+        image: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        for attachment in (image, image2, mask):
+            if attachment is None:
+                continue
+            seen.attachments.append(attachment)
+            try:
+                seen.bytes.append(await attachment.read())
+            except discord.HTTPException as exc:
+                seen.errors.append(exc)
+        await interaction.edit_original_response(
+            content=f"drew {prompt}",
+            attachments=[discord.File(io.BytesIO(png_bytes(5, 4)), filename="image.png")],
+        )
+
+    bot.tree.add_command(imagine)
+
+
+async def cdn_get(url: str, *, limit: int | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET a CDN URL; with `limit`, stop reading (and drop the connection) past that many
+    bytes, as a careful downloader does."""
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        body = b""
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            body += chunk
+            if limit is not None and len(body) > limit:
+                resp.close()
+                break
+        return resp.status, dict(resp.headers), body
+
+
+async def test_attachment_options_are_resolved_like_discord_and_served(
+    fake: FakeDiscord,
+) -> None:
+    bot = make_bot()
+    seen = SeenAttachments()
+    add_reference_imagine(bot, seen)
+    cat, mask = png_bytes(8, 6), png_bytes(8, 6)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        [stored] = fake.global_commands
+        assert [o["type"] for o in stored["options"]] == [3, 11, 11, 11]
+        handle = await fake.invoke(
+            "imagine",
+            {
+                "prompt": "a cat in a hat",
+                "image": p.AttachmentInput("cat.png", cat, description="my cat"),
+                "mask": p.AttachmentInput("mask.png", mask),
+            },
+        )
+        await handle.wait_for_final()
+    data = handle.payload["data"]
+    assert [(o["name"], o["type"]) for o in data["options"]] == [
+        ("prompt", 3),
+        ("image", 11),
+        ("mask", 11),
+    ]
+    resolved = data["resolved"]["attachments"]
+    image_id, mask_id = data["options"][1]["value"], data["options"][2]["value"]
+    assert set(resolved) == {image_id, mask_id}
+    attachment = resolved[image_id]
+    assert set(attachment) == {
+        "id",
+        "filename",
+        "size",
+        "url",
+        "proxy_url",
+        "content_type",
+        "width",
+        "height",
+        "ephemeral",
+        "description",
+        "placeholder",
+        "placeholder_version",
+        "content_scan_version",
+    }
+    assert attachment["id"] == image_id
+    assert (attachment["filename"], attachment["size"]) == ("cat.png", len(cat))
+    assert (attachment["content_type"], attachment["width"], attachment["height"]) == (
+        "image/png",
+        8,
+        6,
+    )
+    assert attachment["ephemeral"] is True  # files attached to options are ephemeral
+    assert attachment["url"].startswith(f"{fake.base_url}/cdn/attachments/")
+    assert attachment["proxy_url"].startswith(f"{fake.base_url}/media/attachments/")
+    assert "?ex=" in attachment["url"]  # signed URLs, as Discord hands them out
+    assert schema_problems("MessageAttachmentResponse", attachment) == []
+    # discord.py parsed the resolved data and downloaded the bytes from the loopback CDN.
+    assert seen.errors == []
+    assert seen.bytes == [cat, mask]
+    parsed = seen.attachments[0]
+    assert (parsed.id, parsed.filename, parsed.size) == (int(image_id), "cat.png", len(cat))
+    assert (parsed.width, parsed.height, parsed.content_type) == (8, 6, "image/png")
+    assert (parsed.description, parsed.ephemeral, parsed.url) == (
+        "my cat",
+        True,
+        attachment["url"],
+    )
+    assert fake.cdn_attachment(attachment) == ("cat.png", cat)
+    [fetch] = fake.cdn_fetches_of(attachment)
+    assert (fetch.host, fetch.status, fetch.complete, fetch.bytes_sent) == (
+        "cdn",
+        200,
+        True,
+        len(cat),
+    )
+    status, headers, body = await cdn_get(attachment["proxy_url"])
+    assert (status, headers["Content-Type"], body) == (200, "image/png", cat)
+    fake.assert_clean()
+
+
+async def test_slow_cdn_delays_headers_and_streams_slowly(fake: FakeDiscord) -> None:
+    data = bytes(range(256)) * 4  # 1 KiB
+    late = p.AttachmentInput("late.png", png_bytes()).slow(delay=0.3)
+    trickle = p.AttachmentInput("trickle.bin", data).slow(chunk_size=128, chunk_delay=0.05)
+    payload = fake.command_interaction("imagine", {"image": late, "image2": trickle})
+    late_a, trickle_a = payload["data"]["resolved"]["attachments"].values()
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    status, _, body = await cdn_get(late_a["url"])
+    assert loop.time() - started >= 0.3
+    assert (status, body) == (200, png_bytes())
+
+    async with aiohttp.ClientSession() as session, session.get(trickle_a["url"]) as resp:
+        started = loop.time()
+        first = await resp.content.readany()
+        first_at = loop.time() - started
+        rest = await resp.content.read()
+        total = loop.time() - started
+    assert first + rest == data
+    assert len(first) < len(data)  # the body arrives in pieces ...
+    assert total >= 0.3 > first_at  # ... 8 chunks, 50 ms apart
+    await eventually(lambda: [f.complete for f in fake.cdn_fetches] == [True, True])
+
+    # A client that gives up mid-stream is recorded as such.
+    async with aiohttp.ClientSession() as session, session.get(trickle_a["url"]) as resp:
+        await resp.content.readany()
+        resp.close()
+    await eventually(lambda: fake.cdn_fetches[-1].aborted)
+    assert fake.cdn_fetches[-1].bytes_sent < len(data)
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+async def test_oversized_attachment_is_a_real_large_body(
+    fake: FakeDiscord, content_length: bool
+) -> None:
+    size = 12 * 1024 * 1024  # over the 10 MiB a bot would accept
+    huge = p.AttachmentInput.oversized(size, "huge.png", content_length=content_length)
+    payload = fake.command_interaction("imagine", {"image": huge})
+    [attachment] = payload["data"]["resolved"]["attachments"].values()
+    assert (attachment["size"], attachment["width"], attachment["height"]) == (size, 2, 2)
+
+    status, headers, body = await cdn_get(attachment["url"])
+    assert (status, len(body)) == (200, size)
+    assert Image.open(io.BytesIO(body)).size == (2, 2)  # a real, decodable PNG
+    if content_length:
+        assert headers["Content-Length"] == str(size)
+    else:
+        assert "Content-Length" not in headers
+        assert headers["Transfer-Encoding"] == "chunked"
+
+    # A downloader that stops at its cap leaves the rest unsent.
+    status, _, body = await cdn_get(attachment["url"], limit=1024 * 1024)
+    assert len(body) < size
+    await eventually(lambda: fake.cdn_fetches[-1].aborted)
+    assert fake.cdn_fetches[-1].bytes_sent < size
+
+
+async def test_renamed_text_file_claims_to_be_an_image(fake: FakeDiscord) -> None:
+    fake_png = p.AttachmentInput.renamed_text("photo.png", "hello, not a picture\n")
+    payload = fake.command_interaction("imagine", {"image": fake_png})
+    [attachment] = payload["data"]["resolved"]["attachments"].values()
+    assert attachment["content_type"] == "image/png"
+    assert not {"width", "height", "placeholder"} & set(attachment)
+    status, headers, body = await cdn_get(attachment["url"])
+    assert (status, headers["Content-Type"], body) == (200, "image/png", b"hello, not a picture\n")
+    with pytest.raises(Exception, match="cannot identify image file"):
+        Image.open(io.BytesIO(body))
+
+
+async def test_vanished_attachment_is_404_for_discord_py(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    seen = SeenAttachments()
+    add_reference_imagine(bot, seen)
+    gone = p.AttachmentInput("gone.png", png_bytes()).vanished()
+    async with running(bot, fake):
+        await bot.tree.sync()
+        handle = await fake.invoke("imagine", {"prompt": "x", "image": gone})
+        await handle.wait_for_final()
+        # An attachment can also vanish later (its message deleted, its URL expired).
+        later = p.AttachmentInput("later.png", png_bytes())
+        payload = fake.command_interaction("imagine", {"image": later})
+        [attachment] = payload["data"]["resolved"]["attachments"].values()
+        assert (await cdn_get(attachment["url"]))[0] == 200
+        fake.vanish_attachment(attachment["url"])
+        status, _, body = await cdn_get(attachment["url"])
+    [error] = seen.errors
+    assert isinstance(error, discord.NotFound)
+    assert seen.bytes == []
+    assert handle.payload["data"]["resolved"]["attachments"]  # it was uploaded
+    assert (status, body) == (404, b"This content is no longer available.")
+    assert [f.status for f in fake.cdn_fetches] == [404, 200, 404]
+    fake.assert_clean()
+
+
+class RemixPrompt(ui.Modal, title="Remix with imagine"):
+    prompt: ui.TextInput[Any] = ui.TextInput(label="Prompt", custom_id="prompt", max_length=1000)
+
+    def __init__(self, target: discord.Message, seen: SeenAttachments) -> None:
+        super().__init__(custom_id=f"remix:{target.id}")
+        self.target, self.seen = target, seen
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        self.seen.prompts.append(self.prompt.value)
+        await interaction.response.defer(thinking=True)
+        for attachment in self.target.attachments:
+            self.seen.bytes.append(await attachment.read())
+        await interaction.edit_original_response(content=f"remixing: {self.prompt.value}")
+
+
+def add_remix_menu(bot: commands.AutoShardedBot, seen: SeenAttachments) -> None:
+    @app_commands.context_menu(name="Remix with imagine")
+    async def remix(interaction: discord.Interaction, message: discord.Message) -> None:
+        seen.targets.append(message)
+        if not message.attachments and not any(e.image for e in message.embeds):
+            await interaction.response.send_message("That message has no images.", ephemeral=True)
+            return
+        await interaction.response.send_modal(RemixPrompt(message, seen))
+
+    bot.tree.add_command(remix)
+
+
+async def test_message_context_menu_on_a_members_message_opens_a_modal(
+    fake: FakeDiscord,
+) -> None:
+    bot = make_bot()
+    seen = SeenAttachments()
+    add_reference_imagine(bot, seen)
+    add_remix_menu(bot, seen)
+    photo, sketch = png_bytes(6, 4), png_bytes(3, 3)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        assert check_commands(fake.command_puts[0].json) == []
+        menu = fake.find_command("Remix with imagine", kind=p.COMMAND_MESSAGE)
+        assert menu is not None
+        assert (menu["type"], menu["description"], "options" in menu) == (3, "", False)
+
+        target = fake.user_message(
+            "look at these",
+            user_id=555,
+            attachments=[
+                p.AttachmentInput("photo.png", photo),
+                p.AttachmentInput("sketch.png", sketch),
+            ],
+            embeds=[{"title": "sketch", "image": {"url": "attachment://sketch.png"}}],
+        )
+        opened = await fake.invoke_message_command("Remix with imagine", target, user_id=77)
+        callback = await opened.wait_for_callback()
+        submitted = await opened.submit_modal({"prompt": "in watercolour"})
+        final = await submitted.wait_for_final()
+
+        plain = fake.user_message("no pictures here", user_id=555)
+        refused = await fake.invoke_message_command("Remix with imagine", plain["id"])
+        await refused.wait_for_callback()
+
+    data = opened.payload["data"]
+    assert set(data) == {"id", "name", "type", "target_id", "resolved"}
+    assert (data["id"], data["name"], data["type"]) == (menu["id"], "Remix with imagine", 3)
+    assert data["target_id"] == target["id"]
+    resolved = data["resolved"]["messages"][target["id"]]
+    assert "guild_id" not in resolved  # as Discord's example shows resolved messages
+    assert resolved["attachments"] == target["attachments"]
+    assert "message" not in opened.payload  # only component interactions carry one
+    assert schema_problems("MessageResponse", resolved) == []
+    # The embed image resolved to the attachment's CDN media.
+    embed_image = resolved["embeds"][0]["image"]
+    sketch_attachment = target["attachments"][1]
+    assert (embed_image["url"], embed_image["proxy_url"]) == (
+        sketch_attachment["url"],
+        sketch_attachment["proxy_url"],
+    )
+    assert (embed_image["width"], embed_image["height"]) == (3, 3)
+    assert "ephemeral" not in target["attachments"][0]  # message attachments are not
+    # discord.py handed the callback a Message built from the resolved data.
+    message = seen.targets[0]
+    assert (message.id, message.author.id, message.content) == (
+        int(target["id"]),
+        555,
+        "look at these",
+    )
+    assert [a.filename for a in message.attachments] == ["photo.png", "sketch.png"]
+    assert message.embeds[0].image.url == sketch_attachment["url"]
+    # Callback type 9 on the APPLICATION_COMMAND interaction, then the submit.
+    assert callback.json["type"] == 9
+    assert opened.modal is not None
+    assert opened.modal["custom_id"] == f"remix:{target['id']}"
+    assert submitted.payload["type"] == p.INTERACTION_MODAL_SUBMIT
+    assert "message" not in submitted.payload
+    assert seen.prompts == ["in watercolour"]
+    assert seen.bytes == [photo, sketch]
+    assert final.json["content"] == "remixing: in watercolour"
+    metadata = submitted.original["interaction_metadata"]  # type: ignore[index]
+    assert metadata["triggering_interaction_metadata"]["target_message_id"] == target["id"]
+    # A reply straight to the context-menu interaction is a CONTEXT_MENU_COMMAND message.
+    reply = refused.original
+    assert reply is not None
+    assert (reply["type"], reply["flags"], reply["content"]) == (
+        23,
+        p.MESSAGE_FLAG_EPHEMERAL,
+        "That message has no images.",
+    )
+    assert reply["interaction_metadata"]["target_message_id"] == plain["id"]
+    assert schema_problems("MessageResponse", reply) == []
+    fake.assert_clean()
+
+
+async def test_message_context_menu_on_a_bot_result(fake: FakeDiscord) -> None:
+    bot = make_bot()
+    seen = SeenAttachments()
+    add_reference_imagine(bot, seen)
+    add_remix_menu(bot, seen)
+    async with running(bot, fake):
+        await bot.tree.sync()
+        command = await fake.invoke("imagine", {"prompt": "a paper boat"}, user_id=77)
+        await command.wait_for_final()
+        result = command.original
+        assert result is not None
+        opened = await fake.invoke_message_command("Remix with imagine", result, user_id=78)
+        await opened.wait_for_callback()
+        submitted = await opened.submit_modal({"prompt": "at night"}, user_id=78)
+        await submitted.wait_for_final()
+
+        # What a member could not do: open the menu on someone else's ephemeral message.
+        secret = await fake.invoke_message_command("Remix with imagine", fake.user_message())
+        await secret.wait_for_callback()
+        assert secret.original is not None
+        with pytest.raises(InteractionRefused, match="only visible to user"):
+            fake.message_command_interaction("Remix with imagine", secret.original, user_id=5)
+        with pytest.raises(InteractionRefused, match="VIEW_CHANNEL"):
+            fake.message_command_interaction(
+                "Remix with imagine", result, permissions=p.MEMBER_PERMISSIONS & ~p.VIEW_CHANNEL
+            )
+    resolved = opened.payload["data"]["resolved"]["messages"][result["id"]]
+    assert resolved["author"]["id"] == str(fake.bot_user_id)
+    assert resolved["interaction_metadata"]["user"]["id"] == "77"
+    [target] = seen.targets[:1]
+    assert target.author.id == fake.bot_user_id
+    assert target.interaction_metadata is not None
+    assert seen.bytes == [png_bytes(5, 4)]  # the result's image, from the CDN
+    assert seen.prompts == ["at night"]
+    assert opened.payload["member"]["user"]["id"] == "78"
+    fake.assert_clean()
+
+
+MESSAGE_COMMAND: dict[str, Any] = {"name": "Remix with imagine", "type": 3}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c.update(name="R" * 33), "[0].name"),
+        (lambda c: c.update(name=""), "[0].name"),
+        (lambda c: c.update(description="Remixes"), "[0].description"),
+        (
+            lambda c: c.update(options=[{"type": 3, "name": "p", "description": "d"}]),
+            "[0].options",
+        ),
+        (lambda c: c.update(name_localizations={"fr": "R" * 33}), "[0].name_localizations.fr"),
+        (
+            lambda c: c.update(description_localizations={"fr": "Remixer"}),
+            "[0].description_localizations",
+        ),
+    ],
+)
+def test_message_command_rules(mutate: Callable[[dict[str, Any]], None], expected: str) -> None:
+    command = dict(MESSAGE_COMMAND)
+    # Mixed case and spaces are fine for USER/MESSAGE commands, even with the ascii policy
+    # that slash commands follow, and an empty description is what discord.py sends.
+    assert check_commands([command]) == []
+    assert check_commands([dict(command, description="", name="Remix! (v2)")]) == []
+    assert check_commands([dict(command, name="imagine"), {"name": "imagine", **_SLASH}]) == []
+    mutate(command)
+    problems = [pr.describe() for pr in check_commands([command])]
+    assert any(expected in text for text in problems), problems
+
+
+_SLASH: dict[str, Any] = {"type": 1, "description": "Generate"}
