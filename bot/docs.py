@@ -19,12 +19,25 @@ def _sizes(spec: ModelSpec) -> str:
     return sizes
 
 
+def edits(spec: ModelSpec) -> str:
+    """How the model edits reference images, in a few words ("-" when it does not)."""
+    edit = spec.edit
+    if edit is None:
+        return "-"
+    parts = [f"up to {edit.max_images} image" + ("s" if edit.max_images != 1 else "")]
+    if edit.mask is not None:
+        parts.append("mask")
+    if edit.takes_input_fidelity:
+        parts.append("fidelity")
+    return ", ".join(parts)
+
+
 def model_table() -> str:
     """A Markdown table of every model and what it accepts."""
     lines = [
         "| model | sizes | quality | n | style | background, output_format, compression "
-        "| prompt limit |",
-        "|---|---|---|---|---|---|---|",
+        "| prompt limit | edits |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for spec in CATALOG.values():
         counts = "1" if spec.max_n == 1 else f"1-{spec.max_n}"
@@ -32,7 +45,7 @@ def model_table() -> str:
         gpt_options = "yes" if spec.supports_gpt_options else "-"
         lines.append(
             f"| `{spec.name}` | {_sizes(spec)} | {', '.join(spec.qualities) or '-'} "
-            f"| {counts} | {style} | {gpt_options} | {spec.prompt_limit:,} |"
+            f"| {counts} | {style} | {gpt_options} | {spec.prompt_limit:,} | {edits(spec)} |"
         )
     return "\n".join(lines)
 

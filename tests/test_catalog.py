@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.core.catalog import CATALOG, Family, parse_size
+from bot.core.catalog import CATALOG, Family, editing_models, parse_size
 
 DOCUMENTED = {
     # model: (sizes, qualities, max_n, prompt_limit, style, gpt options, response_format)
@@ -151,3 +151,55 @@ def test_parse_size_accepts_what_users_type() -> None:
     assert parse_size(" 1536 X 864 ") == (1536, 864)
     assert parse_size("1536\u00d7864") == (1536, 864)
     assert parse_size("1536x") is None
+
+
+# Edits, as CometAPI's image-editing pages and OpenAI's CreateImageEditRequest document them
+# (shared/specs/cometapi-notes.md, "CometAPI image edits"): model -> takes input_fidelity.
+DOCUMENTED_EDITS = {
+    "gpt-image-1": True,
+    "gpt-image-1-mini": False,  # OpenAI: "unsupported for gpt-image-1-mini"
+    "gpt-image-1.5": True,
+    "gpt-image-2": False,  # OpenAI's later description: "For gpt-image-2, omit this parameter"
+}
+
+
+def test_only_the_documented_models_edit() -> None:
+    """gpt-image-2 (current page), gpt-image-1, -1-mini, -1.5 (earlier page); no DALL·E, qwen."""
+    assert {name for name, spec in CATALOG.items() if spec.edit is not None} == set(
+        DOCUMENTED_EDITS
+    )
+    assert set(editing_models()) == set(DOCUMENTED_EDITS)
+    for name in ("dall-e-2", "dall-e-3", "qwen-image"):
+        assert CATALOG[name].edit is None
+
+
+@pytest.mark.parametrize(("name", "fidelity"), sorted(DOCUMENTED_EDITS.items()))
+def test_edit_specs_match_the_docs(name: str, fidelity: bool) -> None:
+    """Up to 3 images (OpenAI allows 16), png/webp/jpeg under 25 MB, a PNG mask under 4 MB."""
+    edit = CATALOG[name].edit
+    assert edit is not None
+    assert edit.max_images == 3
+    assert set(edit.formats) == {"png", "webp", "jpeg"}
+    assert edit.max_bytes == 25_000_000
+    assert edit.mask is not None
+    assert (edit.mask.format, edit.mask.max_bytes) == ("png", 4_000_000)
+    assert edit.mask.same_size_as_first_image
+    assert edit.takes_input_fidelity is fidelity
+    assert set(edit.input_fidelities) == ({"high", "low"} if fidelity else set())
+    # moderation is generations only, style is dall-e-3's.
+    assert edit.options == {
+        "size",
+        "quality",
+        "n",
+        "background",
+        "output_format",
+        "output_compression",
+    }
+
+
+def test_edit_caps_stay_within_what_upstream_allows() -> None:
+    """The bot's caps never exceed OpenAI's 16 images and 50 MB per image."""
+    for spec in CATALOG.values():
+        if spec.edit is not None:
+            assert spec.edit.max_images <= 16
+            assert spec.edit.max_bytes < 50_000_000

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from bot.core.catalog import CATALOG
+from bot.core.images import PNG
+from bot.core.references import ReferenceImage, read_reference
 from bot.core.validation import ImagineOptions, InvalidOption, validate
 
 BASE = ImagineOptions(prompt="a paper boat on a pond")
@@ -109,6 +114,50 @@ def custom_size_ok(width: int, height: int) -> bool:
     )
 
 
+# --- Edits, as documented -----------------------------------------------------------------
+# CometAPI's image-editing pages (the current one recommends gpt-image-2; the earlier one names
+# gpt-image-1, gpt-image-1-mini and gpt-image-1.5) and OpenAI's CreateImageEditRequest
+# (shared/specs/openai-openapi.yaml, cometapi-notes.md "CometAPI image edits"):
+# - PNG, WebP or JPEG, each under 25 MB (CometAPI; OpenAI says 50 MB: the lower is kept)
+# - the bot takes at most 3 reference images (OpenAI allows 16)
+# - mask: PNG, under 4 MB, the same dimensions as the first image; needs an image to edit
+# - input_fidelity high/low: gpt-image-1 and gpt-image-1.5; not gpt-image-1-mini (OpenAI); not
+#   gpt-image-2 (OpenAI's later description: "For gpt-image-2, omit this parameter")
+# - no DALL·E or qwen-image edits
+EDITS_WITH_FIDELITY = {"gpt-image-1": True, "gpt-image-1-mini": False, "gpt-image-1.5": True}
+EDITS_WITH_FIDELITY["gpt-image-2"] = False
+EDIT_FORMATS = frozenset({"png", "webp", "jpeg"})
+MAX_REFERENCES = 3
+MAX_REFERENCE_BYTES = 25_000_000
+MAX_MASK_BYTES = 4_000_000
+FIDELITIES = frozenset({"high", "low"})
+
+
+def edit_faults(
+    model: str, references: Sequence[ReferenceImage], mask: ReferenceImage | None
+) -> set[str]:
+    """The options at fault in an edit's images, by the rules above."""
+    faults: set[str] = set()
+    if mask is not None and not references:
+        faults.add("mask")
+    if references and model not in EDITS_WITH_FIDELITY:
+        faults.add("model")
+    if len(references) > MAX_REFERENCES:
+        faults.add("image")
+    for reference in references:
+        if reference.format.name not in EDIT_FORMATS or len(reference.data) > MAX_REFERENCE_BYTES:
+            faults.add("image")
+    if mask is not None and references:
+        first = references[0]
+        if (
+            mask.format.name != "png"
+            or len(mask.data) > MAX_MASK_BYTES
+            or (mask.width, mask.height) != (first.width, first.height)
+        ):
+            faults.add("mask")
+    return faults
+
+
 def typed_size(text: str) -> str:
     """A size as users may type it ("1536 x 864", a multiplication sign, " AUTO ") in API form."""
     return text.strip().lower().replace("\u00d7", "x").replace(" ", "")
@@ -127,13 +176,26 @@ def prompt_ok(text: str, limit: int) -> bool:
     return bool(text) and not controls and len(text) <= limit
 
 
-def judge(prompt: str, values: dict[str, Any]) -> tuple[dict[str, Any] | None, set[str]]:
-    """The body the documentation allows for this request, or the options at fault."""
+def judge(
+    prompt: str,
+    values: dict[str, Any],
+    references: Sequence[ReferenceImage] = (),
+    mask: ReferenceImage | None = None,
+) -> tuple[dict[str, Any] | None, set[str]]:
+    """The body the documentation allows for this request, or the options at fault.
+
+    For an edit (references given) the body is the multipart form's text fields.
+    """
     model = values.get("model", DEFAULT_MODEL)
     takes = DOCUMENTED.get(model)
     if takes is None:
         return None, {"model"}  # nothing else can be judged without the model
-    faults: set[str] = set()
+    faults = edit_faults(model, references, mask)
+    fidelity = values.get("input_fidelity")
+    if fidelity is not None and not (
+        references and EDITS_WITH_FIDELITY.get(model) and fidelity in FIDELITIES
+    ):
+        faults.add("input_fidelity")
     text = prompt.strip()
     if not prompt_ok(text, takes.prompt_limit):
         faults.add("prompt")
@@ -167,6 +229,20 @@ def judge(prompt: str, values: dict[str, Any]) -> tuple[dict[str, Any] | None, s
         faults.add("background")
     if faults:
         return None, faults
+    if references:
+        form = {"model": model, "prompt": text}
+        if n != 1:
+            form["n"] = str(n)
+        edit_chosen = {
+            "size": size,
+            "quality": quality,
+            "background": background,
+            "output_format": output_format,
+            "output_compression": compression,
+            "input_fidelity": fidelity,
+        }
+        form.update({key: str(value) for key, value in edit_chosen.items() if value is not None})
+        return form, set()
     body: dict[str, Any] = {"model": model, "prompt": text}
     if n != 1 or takes.always_states_n:
         body["n"] = n
@@ -369,26 +445,44 @@ OPTION_VALUES = st.fixed_dictionaries(
         "background": st.sampled_from(["auto", "transparent", "opaque", "odd"]),
         "output_format": st.sampled_from(["png", "jpeg", "webp", "gif"]),
         "output_compression": st.integers(-5, 105),
+        "input_fidelity": st.sampled_from(["high", "low", "medium"]),
     },
 )
 
 
-def check_against_the_oracle(prompt: str, values: dict[str, Any]) -> bool:
+def check_against_the_oracle(
+    prompt: str,
+    values: dict[str, Any],
+    references: Sequence[ReferenceImage] = (),
+    mask: ReferenceImage | None = None,
+) -> bool:
     """Validate, and assert the outcome is the oracle's; True when the request was accepted.
 
     A request the oracle allows must pass (an InvalidOption fails the test) and produce the
-    oracle's body; one it refuses must be refused naming an option the oracle finds at fault.
+    oracle's body (the form fields for an edit); one it refuses must be refused naming an
+    option the oracle finds at fault, and the attachment when one is to blame.
     """
-    expected, faults = judge(prompt, values)
+    expected, faults = judge(prompt, values, references, mask)
     options = ImagineOptions(prompt=prompt, **values)
     if faults:
         with pytest.raises(InvalidOption) as caught:
-            validate(options, DEFAULT_MODEL)
+            validate(options, DEFAULT_MODEL, references=references, mask=mask)
         refusal = caught.value
         assert refusal.option in faults, (refusal.option, refusal.message, faults)
-        assert f"`{refusal.option}`" in refusal.message
+        if refusal.attachment is not None:
+            assert f"`{refusal.attachment}`" in refusal.message
+        else:
+            assert f"`{refusal.option}`" in refusal.message
         return False
-    assert validate(options, DEFAULT_MODEL).payload() == expected
+    request = validate(options, DEFAULT_MODEL, references=references, mask=mask)
+    if references:
+        assert request.is_edit
+        assert request.edit_fields() == expected
+        assert request.references == tuple(references)
+        assert request.mask is mask
+    else:
+        assert not request.is_edit
+        assert request.payload() == expected
     return True
 
 
@@ -506,3 +600,283 @@ def test_refusal_of_a_huge_value_fits_a_discord_message() -> None:
     with pytest.raises(InvalidOption) as caught:
         validate(replace(BASE, model="gpt-image-2", size="9" * 6000), "dall-e-3")
     assert len(caught.value.message) < 2000
+
+
+# --- Edits: reference images and a mask --------------------------------------------------------
+
+
+def picture(name: str, kind: str = "PNG", size: tuple[int, int] = (64, 64)) -> ReferenceImage:
+    """A real image of that format, read the way a downloaded attachment is."""
+    buffer = io.BytesIO()
+    Image.new("RGBA" if kind == "PNG" else "RGB", size, (10, 120, 200)).save(buffer, kind)
+    return read_reference(name, buffer.getvalue())
+
+
+def padded(name: str, length: int, size: tuple[int, int] = (64, 64)) -> ReferenceImage:
+    """A PNG-headed file of exactly `length` bytes (its size is what is judged)."""
+    head = b"\x89PNG\r\n\x1a\n"
+    return ReferenceImage(name, head + bytes(length - len(head)), PNG, *size)
+
+
+CAT = picture("cat.png")
+PHOTO = picture("photo.jpg", "JPEG")
+PIC = picture("pic.webp", "WEBP")
+ANIM = picture("anim.gif", "GIF")
+WIDE = picture("wide.png", size=(96, 64))
+AT_CAP = padded("at-cap.png", MAX_REFERENCE_BYTES)
+OVER_CAP = padded("huge.png", MAX_REFERENCE_BYTES + 1)
+MASK = picture("mask.png")
+MASK_SMALL = picture("small-mask.png", size=(32, 32))
+MASK_JPEG = picture("mask.jpg", "JPEG")
+MASK_AT_CAP = padded("mask-at-cap.png", MAX_MASK_BYTES)
+MASK_OVER_CAP = padded("big-mask.png", MAX_MASK_BYTES + 1)
+
+EDIT_MODELS = sorted(EDITS_WITH_FIDELITY)
+
+EDIT_REFUSED: list[
+    tuple[str, dict[str, Any], tuple[ReferenceImage, ...], ReferenceImage | None, str, str | None]
+] = [
+    # (model, changes, references, mask, option named, attachment named)
+    ("dall-e-3", {}, (CAT,), None, "model", None),
+    ("dall-e-2", {}, (CAT,), None, "model", None),
+    ("qwen-image", {}, (CAT,), MASK, "model", None),
+    ("gpt-image-1", {}, (CAT, PHOTO, PIC, CAT), None, "image", None),
+    ("gpt-image-2", {}, (CAT, ANIM), None, "image", "anim.gif"),
+    ("gpt-image-1-mini", {}, (OVER_CAP,), None, "image", "huge.png"),
+    ("gpt-image-1.5", {}, (CAT, OVER_CAP), None, "image", "huge.png"),
+    ("gpt-image-1", {}, (), MASK, "mask", "mask.png"),
+    ("gpt-image-1", {}, (CAT,), MASK_JPEG, "mask", "mask.jpg"),
+    ("gpt-image-2", {}, (CAT,), MASK_OVER_CAP, "mask", "big-mask.png"),
+    ("gpt-image-2", {}, (CAT,), MASK_SMALL, "mask", "small-mask.png"),
+    ("gpt-image-1", {}, (WIDE, CAT), MASK, "mask", "mask.png"),  # the first image decides
+    ("gpt-image-1", {"input_fidelity": "high"}, (), None, "input_fidelity", None),
+    ("gpt-image-1-mini", {"input_fidelity": "high"}, (CAT,), None, "input_fidelity", None),
+    ("gpt-image-2", {"input_fidelity": "low"}, (CAT,), None, "input_fidelity", None),
+    ("gpt-image-1", {"input_fidelity": "medium"}, (CAT,), None, "input_fidelity", None),
+    ("dall-e-3", {"input_fidelity": "high"}, (), None, "input_fidelity", None),
+    ("gpt-image-1", {"style": "vivid"}, (CAT,), None, "style", None),
+    ("gpt-image-1", {"n": 11}, (CAT,), None, "n", None),
+    ("gpt-image-1", {"size": "1792x1024"}, (CAT,), None, "size", None),
+    (
+        "gpt-image-2",
+        {"output_format": "png", "output_compression": 5},
+        (CAT,),
+        None,
+        "output_compression",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "changes", "references", "mask", "option", "attachment"), EDIT_REFUSED
+)
+def test_refused_edits_name_the_option_and_the_attachment(
+    model: str,
+    changes: dict[str, Any],
+    references: tuple[ReferenceImage, ...],
+    mask: ReferenceImage | None,
+    option: str,
+    attachment: str | None,
+) -> None:
+    """Each refusal names the option; an image's refusal names the attachment by its name."""
+    assert option in judge(BASE.prompt, {"model": model, **changes}, references, mask)[1]
+    with pytest.raises(InvalidOption) as caught:
+        validate(
+            replace(BASE, model=model, **changes), "dall-e-3", references=references, mask=mask
+        )
+    refusal = caught.value
+    assert (refusal.option, refusal.attachment) == (option, attachment)
+    assert f"`{attachment or option}`" in refusal.message
+    assert len(refusal.message) < 2000
+
+
+def test_a_model_that_does_not_edit_lists_the_ones_that_do() -> None:
+    """The refusal names `model` and every model that edits."""
+    with pytest.raises(InvalidOption) as caught:
+        validate(replace(BASE, model="dall-e-3"), "x", references=(CAT,))
+    assert "`model`" in caught.value.message
+    for name in EDIT_MODELS:
+        assert name in caught.value.message
+
+
+def test_an_oversized_image_is_refused_in_plain_words() -> None:
+    """ "`huge.png` is larger than 25 MB", and exactly 25,000,000 bytes passes."""
+    with pytest.raises(InvalidOption) as caught:
+        validate(replace(BASE, model="gpt-image-1"), "x", references=(OVER_CAP,))
+    assert caught.value.message.startswith("`huge.png` is larger than 25 MB")
+    assert validate(replace(BASE, model="gpt-image-1"), "x", references=(AT_CAP,)).is_edit
+
+
+def test_a_wrong_format_says_what_edits_take() -> None:
+    """A GIF is named as such, with the formats edits take."""
+    with pytest.raises(InvalidOption) as caught:
+        validate(replace(BASE, model="gpt-image-2"), "x", references=(ANIM,))
+    message = caught.value.message
+    assert "`anim.gif` is a GIF image" in message
+    for shown in ("PNG", "WebP", "JPEG"):
+        assert shown in message
+
+
+def test_a_mask_of_another_size_says_both_sizes() -> None:
+    """Mask and first image dimensions, both in the message."""
+    with pytest.raises(InvalidOption) as caught:
+        validate(replace(BASE, model="gpt-image-1"), "x", references=(WIDE,), mask=MASK)
+    message = caught.value.message
+    for part in ("64x64", "96x64", "`mask.png`", "`wide.png`"):
+        assert part in message
+
+
+def test_an_oversized_mask_is_refused_and_one_at_the_cap_passes() -> None:
+    """Under 4 MB: exactly 4,000,000 bytes passes, one more is refused."""
+    request = validate(replace(BASE, model="gpt-image-1"), "x", references=(CAT,), mask=MASK_AT_CAP)
+    assert request.mask is MASK_AT_CAP
+    with pytest.raises(InvalidOption) as caught:
+        validate(replace(BASE, model="gpt-image-1"), "x", references=(CAT,), mask=MASK_OVER_CAP)
+    assert "larger than 4 MB" in caught.value.message
+
+
+EDIT_FIELDS = [
+    (
+        ImagineOptions(prompt=" add a hat ", model="gpt-image-2"),
+        (CAT,),
+        None,
+        {"model": "gpt-image-2", "prompt": "add a hat"},
+    ),
+    (
+        ImagineOptions(
+            prompt="add a hat",
+            model="gpt-image-1",
+            n=2,
+            size="1536x1024",
+            quality="high",
+            background="transparent",
+            output_format="webp",
+            output_compression=80,
+            input_fidelity="high",
+        ),
+        (CAT, PHOTO, PIC),
+        MASK,
+        {
+            "model": "gpt-image-1",
+            "prompt": "add a hat",
+            "n": "2",
+            "size": "1536x1024",
+            "quality": "high",
+            "background": "transparent",
+            "output_format": "webp",
+            "output_compression": "80",
+            "input_fidelity": "high",
+        },
+    ),
+    (
+        ImagineOptions(prompt="add a hat", model="gpt-image-2", size="1536 x 864"),
+        (PHOTO,),
+        None,
+        {"model": "gpt-image-2", "prompt": "add a hat", "size": "1536x864"},
+    ),
+    (
+        ImagineOptions(prompt="add a hat", model="gpt-image-1.5", input_fidelity="low", n=1),
+        (PIC,),
+        None,
+        {"model": "gpt-image-1.5", "prompt": "add a hat", "input_fidelity": "low"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "references", "mask", "fields"), EDIT_FIELDS)
+def test_edit_fields_carry_only_chosen_or_needed_fields(
+    options: ImagineOptions,
+    references: tuple[ReferenceImage, ...],
+    mask: ReferenceImage | None,
+    fields: dict[str, str],
+) -> None:
+    """The multipart text fields: never response_format, style or moderation."""
+    request = validate(options, "gpt-image-1", references=references, mask=mask)
+    assert request.is_edit
+    assert request.edit_fields() == fields
+    assert request.references == references
+    assert request.mask is mask
+    assert not {"response_format", "style", "moderation"} & set(request.edit_fields())
+
+
+def test_input_fidelity_survives_a_reroll_and_storage() -> None:
+    """options() carries input_fidelity, and to_json/from_json keep it."""
+    request = validate(
+        ImagineOptions(prompt="p", model="gpt-image-1", input_fidelity="high"),
+        "x",
+        references=(CAT,),
+    )
+    options = request.options()
+    assert options.input_fidelity == "high"
+    assert ImagineOptions.from_json(options.to_json()) == options
+    assert '"input_fidelity"' not in ImagineOptions(prompt="p").to_json()
+
+
+def test_a_generation_is_not_an_edit() -> None:
+    """No references: the generation request, as before."""
+    request = validate(ImagineOptions(prompt="p", model="gpt-image-1"), "x")
+    assert (request.is_edit, request.references, request.mask) == (False, (), None)
+    assert request.input_fidelity is None
+
+
+REFERENCE_SETS: list[tuple[ReferenceImage, ...]] = [
+    (),
+    (CAT,),
+    (PHOTO,),
+    (PIC,),
+    (ANIM,),
+    (WIDE,),
+    (AT_CAP,),
+    (OVER_CAP,),
+    (CAT, PHOTO),
+    (WIDE, CAT),
+    (CAT, PHOTO, PIC),
+    (CAT, PHOTO, PIC, CAT),
+    (CAT, ANIM, PIC),
+]
+MASKS: list[ReferenceImage | None] = [
+    None,
+    MASK,
+    MASK_SMALL,
+    MASK_JPEG,
+    MASK_AT_CAP,
+    MASK_OVER_CAP,
+]
+
+
+@pytest.mark.parametrize("model", sorted(DOCUMENTED))
+def test_each_reference_set_and_mask_is_judged_like_the_documentation(model: str) -> None:
+    """Every reference set with every mask and fidelity, on every model: the oracle's call."""
+    wrong: list[tuple[Any, ...]] = []
+    for references in REFERENCE_SETS:
+        for mask in MASKS:
+            for fidelity in (None, "high", "low", "odd"):
+                values: dict[str, Any] = {"model": model}
+                if fidelity is not None:
+                    values["input_fidelity"] = fidelity
+                try:
+                    check_against_the_oracle(BASE.prompt, values, references, mask)
+                except (AssertionError, InvalidOption, pytest.fail.Exception) as error:
+                    names = [reference.name for reference in references]
+                    wrong.append((names, mask and mask.name, fidelity, str(error).splitlines()[0]))
+    assert wrong == []
+
+
+@settings(max_examples=300)
+@given(
+    prompt=PROMPTS,
+    values=OPTION_VALUES,
+    references=st.sampled_from(REFERENCE_SETS),
+    mask=st.sampled_from(MASKS),
+)
+def test_validator_agrees_with_the_oracle_on_edits(
+    prompt: str,
+    values: dict[str, Any],
+    references: tuple[ReferenceImage, ...],
+    mask: ReferenceImage | None,
+) -> None:
+    """Property: with images, accepted exactly when the oracle allows it, with its form fields;
+    otherwise refused naming an option (and attachment) the oracle finds at fault."""
+    accepted = check_against_the_oracle(prompt, values, references, mask)
+    event("accepted" if accepted else "refused")

@@ -1,9 +1,10 @@
 """What each CometAPI image model accepts: the one source of truth.
 
 Validation, the slash command's choices, autocomplete and the README's model table all read
-this module. Values come from OpenAI's `CreateImageRequest` (openai/openai-openapi @ f85dbe22,
-mirrored in shared/specs) and CometAPI's image-generation page; where those leave a value open,
-the comment on that value says what was chosen and why.
+this module. Values come from OpenAI's `CreateImageRequest` and `CreateImageEditRequest`
+(openai/openai-openapi @ f85dbe22, mirrored in shared/specs) and CometAPI's image-generation and
+image-editing pages; where those leave a value open, the comment on that value says what was
+chosen and why.
 """
 
 from __future__ import annotations
@@ -92,6 +93,85 @@ class CustomSizeRule:
         return width, height
 
 
+# --- Edits (reference images) ---------------------------------------------------------------
+# Sources, cited beside each value below:
+# [comet-edit] https://apidoc.cometapi.com/api/image/openai/image-editing (current page)
+# [comet-edit-old] https://cometapi.mintlify.app/api/image/openai/image-editing (earlier version)
+# [comet-gpt1] https://apidoc.cometapi.com/image-editing-gpt-image-1-16347487e0 (older page)
+# [openai-edit] `CreateImageEditRequest` and `InputFidelity` in shared/specs/openai-openapi.yaml
+#     (openai/openai-openapi @ f85dbe22)
+
+MEGABYTE: Final = 1_000_000
+# The bot's own cap on reference images per request, so one command takes at most this many
+# attachment options; [openai-edit] allows "up to 16 images" (`image` maxItems: 16).
+MAX_REFERENCES_OPTION: Final = 3
+OPENAI_MAX_REFERENCES: Final = 16  # [openai-edit] image: maxItems 16
+# [comet-gpt1] "PNG, WEBP, or JPG, each <25MB"; [openai-edit] "png, webp, or jpg".
+EDIT_FORMATS: Final = ("png", "webp", "jpeg")
+# [comet-gpt1] "each <25MB" for gpt-image-1; [openai-edit] says "less than 50MB". The lower
+# wins, in decimal megabytes (25,000,000 bytes is under 25 MB however a megabyte is counted).
+EDIT_MAX_BYTES: Final = 25 * MEGABYTE
+# [comet-gpt1] "Optional PNG mask image ... Must match size of image and be <4MB. Applies to
+# first image."; [openai-edit] mask: "a valid PNG file, less than 4MB, and have the same
+# dimensions as `image`"; [comet-edit] "The mask dimensions must match the source image exactly".
+MASK_MAX_BYTES: Final = 4 * MEGABYTE
+# [openai-edit] InputFidelity: enum high, low; "only supported for gpt-image-1 and gpt-image-1.5
+# and later models, unsupported for gpt-image-1-mini".
+INPUT_FIDELITIES: Final = ("high", "low")
+# The generation options [openai-edit] also defines for edits: size, quality, n, background,
+# output_format, output_compression. `moderation` is a CreateImageRequest field only, and
+# `style` is dall-e-3's (a generations-only model); neither is in CreateImageEditRequest.
+EDIT_OPTIONS: Final = frozenset(
+    {"size", "quality", "n", "background", "output_format", "output_compression"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskRule:
+    """What a mask must be: its format, its largest size, and that it matches the first image."""
+
+    format: str
+    max_bytes: int
+    same_size_as_first_image: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EditSpec:
+    """How a model edits: the reference images it takes, its mask, and the options that apply."""
+
+    max_images: int
+    """How many reference images the bot sends (its own cap, at most what upstream allows)."""
+    formats: tuple[str, ...]
+    """ImageFormat names a reference may be (sniffed from the bytes)."""
+    max_bytes: int
+    """The largest reference image, per image."""
+    mask: MaskRule | None
+    """None: the model takes no mask."""
+    input_fidelities: tuple[str, ...]
+    """Values `input_fidelity` may take; empty when the model does not take it."""
+    options: frozenset[str]
+    """The generation options that still apply when editing."""
+
+    @property
+    def takes_input_fidelity(self) -> bool:
+        """Whether `input_fidelity` may be sent with this model's edits."""
+        return bool(self.input_fidelities)
+
+
+_MASK: Final = MaskRule(format="png", max_bytes=MASK_MAX_BYTES, same_size_as_first_image=True)
+
+
+def _gpt_edit(*, input_fidelity: bool) -> EditSpec:
+    return EditSpec(
+        max_images=MAX_REFERENCES_OPTION,
+        formats=EDIT_FORMATS,
+        max_bytes=EDIT_MAX_BYTES,
+        mask=_MASK,
+        input_fidelities=INPUT_FIDELITIES if input_fidelity else (),
+        options=EDIT_OPTIONS,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """Everything one model accepts and how the bot talks to it."""
@@ -112,6 +192,8 @@ class ModelSpec:
     response_format: str | None
     """What to ask for in `response_format`; None means the field is never sent."""
     returns_usage: bool
+    edit: EditSpec | None = None
+    """How the model edits reference images; None: the bot offers no edits with it."""
 
     def size_problem(self, size: str) -> str | None:
         """Why this model refuses `size`, or None when it takes it."""
@@ -178,7 +260,7 @@ _GPT_IMAGE_2_RULE: Final = CustomSizeRule(
 )
 
 
-def _gpt_image(name: str, summary: str) -> ModelSpec:
+def _gpt_image(name: str, summary: str, *, edit: EditSpec | None) -> ModelSpec:
     return ModelSpec(
         name=name,
         family=Family.GPT_IMAGE,
@@ -195,6 +277,7 @@ def _gpt_image(name: str, summary: str) -> ModelSpec:
         # GPT image models always answer base64 and reject response_format.
         response_format=None,
         returns_usage=True,
+        edit=edit,
     )
 
 
@@ -231,9 +314,24 @@ _MODELS: Final = (
         response_format="b64_json",
         returns_usage=False,
     ),
-    _gpt_image("gpt-image-1", "GPT Image 1: strong prompt following, transparent backgrounds"),
-    _gpt_image("gpt-image-1-mini", "GPT Image 1 mini: the cheaper, faster GPT Image 1"),
-    _gpt_image("gpt-image-1.5", "GPT Image 1.5: better text rendering and detail"),
+    # [comet-edit-old] names gpt-image-1, gpt-image-1-mini and gpt-image-1.5 as edit routes;
+    # [comet-gpt1] documents gpt-image-1's edit limits. input_fidelity: [openai-edit] names
+    # gpt-image-1 and gpt-image-1.5, and says it is unsupported for gpt-image-1-mini.
+    _gpt_image(
+        "gpt-image-1",
+        "GPT Image 1: strong prompt following, transparent backgrounds",
+        edit=_gpt_edit(input_fidelity=True),
+    ),
+    _gpt_image(
+        "gpt-image-1-mini",
+        "GPT Image 1 mini: the cheaper, faster GPT Image 1",
+        edit=_gpt_edit(input_fidelity=False),
+    ),
+    _gpt_image(
+        "gpt-image-1.5",
+        "GPT Image 1.5: better text rendering and detail",
+        edit=_gpt_edit(input_fidelity=True),
+    ),
     ModelSpec(
         name="gpt-image-2",
         family=Family.GPT_IMAGE,
@@ -249,6 +347,12 @@ _MODELS: Final = (
         supports_gpt_options=True,
         response_format=None,
         returns_usage=True,
+        # [comet-edit] "Use model: "gpt-image-2" for GPT image edit requests on this route".
+        # input_fidelity is not offered: the pinned [openai-edit] says "gpt-image-1.5 and later
+        # models", but OpenAI's later description of the same enum (openai-client-base 0.16.0,
+        # docs.rs, BetaInputFidelity) says "For `gpt-image-2`, omit this parameter"; refusing
+        # it costs nothing, sending it may be refused upstream.
+        edit=_gpt_edit(input_fidelity=False),
     ),
     ModelSpec(
         name="qwen-image",
@@ -270,6 +374,16 @@ _MODELS: Final = (
     ),
 )
 
+# DALL·E and qwen-image have no `edit`: [comet-gpt1] lists "dall-e-3 or gpt-image-1", which
+# contradicts [openai-edit] (edits take dall-e-2, never dall-e-3), so DALL·E edits are unverified
+# on CometAPI; qwen-image edits go through a separate model, `qwen-image-edit` ([comet-edit]),
+# which the bot does not offer.
+
 CATALOG: Final[MappingProxyType[str, ModelSpec]] = MappingProxyType(
     {model.name: model for model in _MODELS}
 )
+
+
+def editing_models() -> tuple[str, ...]:
+    """The models that edit reference images, in catalog order."""
+    return tuple(name for name, spec in CATALOG.items() if spec.edit is not None)

@@ -4,30 +4,45 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Final
 
 from bot.core.catalog import (
     BACKGROUNDS,
     CATALOG,
     COMPRESSION_RANGE,
     MAX_N_OPTION,
+    MEGABYTE,
     OUTPUT_FORMATS,
     STYLES,
+    EditSpec,
     Family,
     ModelSpec,
     echo,
+    editing_models,
     normalize_size,
 )
+from bot.core.references import ReferenceImage
+
+IMAGE_OPTION: Final = "image"
+"""The option named by refusals of a reference image (CreateImageEditRequest's `image`)."""
+MASK_OPTION: Final = "mask"
+
+_FORMAT_NAMES: Final = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "gif": "GIF"}
 
 
 class InvalidOption(ValueError):
-    """One option the model does not take; the message names it and what is allowed."""
+    """One option the model does not take; the message names it and what is allowed.
 
-    def __init__(self, option: str, message: str) -> None:
+    A refusal of one attached image also names it: `attachment` is its file name.
+    """
+
+    def __init__(self, option: str, message: str, *, attachment: str | None = None) -> None:
         super().__init__(message)
         self.option = option
         self.message = message
+        self.attachment = attachment
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +58,7 @@ class ImagineOptions:
     background: str | None = None
     output_format: str | None = None
     output_compression: int | None = None
+    input_fidelity: str | None = None
 
     def to_json(self) -> str:
         """The options as JSON, to store with the generation."""
@@ -75,6 +91,16 @@ class GenerationRequest:
     background: str | None
     output_format: str | None
     output_compression: int | None
+    references: tuple[ReferenceImage, ...] = ()
+    """The images to edit, in order; empty for a generation."""
+    mask: ReferenceImage | None = None
+    """Applied to the first reference image."""
+    input_fidelity: str | None = None
+
+    @property
+    def is_edit(self) -> bool:
+        """Whether this goes to `/images/edits` (it has reference images)."""
+        return bool(self.references)
 
     @property
     def model(self) -> str:
@@ -103,6 +129,7 @@ class GenerationRequest:
             background=self.background,
             output_format=self.output_format,
             output_compression=self.output_compression,
+            input_fidelity=self.input_fidelity,
         )
 
     def payload(self) -> dict[str, Any]:
@@ -122,6 +149,27 @@ class GenerationRequest:
         }
         body.update({key: value for key, value in optional.items() if value is not None})
         return body
+
+    def edit_fields(self) -> dict[str, str]:
+        """The text fields of the `/images/edits` multipart form, by `payload()`'s rules.
+
+        Only what the user chose or the model needs; the images and the mask are file parts
+        the caller adds. Never `response_format` (GPT image models always answer base64),
+        `style` or `moderation` (generations only).
+        """
+        fields_: dict[str, str] = {"model": self.spec.name, "prompt": self.prompt}
+        if self.n != 1:
+            fields_["n"] = str(self.n)
+        optional: dict[str, str | int | None] = {
+            "size": self.size,
+            "quality": self.quality,
+            "background": self.background,
+            "output_format": self.output_format,
+            "output_compression": self.output_compression,
+            "input_fidelity": self.input_fidelity,
+        }
+        fields_.update({key: str(value) for key, value in optional.items() if value is not None})
+        return fields_
 
 
 def _allowed(values: tuple[str, ...]) -> str:
@@ -155,8 +203,127 @@ def _check_prompt(prompt: str, spec: ModelSpec) -> str:
     return text
 
 
-def validate(options: ImagineOptions, default_model: str) -> GenerationRequest:
-    """Return the request to send, or raise InvalidOption naming what is wrong."""
+def _megabytes(count: int) -> str:
+    return f"{count / MEGABYTE:g} MB"
+
+
+def _format_list(names: Sequence[str]) -> str:
+    shown = [_FORMAT_NAMES.get(name, name) for name in names]
+    return ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1 else "".join(shown)
+
+
+def _edit_spec(
+    spec: ModelSpec, references: Sequence[ReferenceImage], mask: ReferenceImage | None
+) -> EditSpec | None:
+    """The model's edit spec when this is an edit; refuses a model that does not edit."""
+    if not references and mask is None:
+        return None
+    if mask is not None and not references:
+        raise InvalidOption(
+            MASK_OPTION,
+            f"The `mask` `{echo(mask.name)}` marks where to edit an image: attach the image "
+            "to edit as well.",
+            attachment=mask.name,
+        )
+    if spec.edit is None:
+        raise InvalidOption(
+            "model",
+            f"`model` {spec.name} can't edit images. Models that edit: "
+            f"{_allowed(editing_models())}.",
+        )
+    return spec.edit
+
+
+def _check_references(
+    edit: EditSpec, name: str, references: Sequence[ReferenceImage], mask: ReferenceImage | None
+) -> None:
+    if len(references) > edit.max_images:
+        raise InvalidOption(
+            IMAGE_OPTION,
+            f"{len(references)} images were attached; {name} edits at most "
+            f"{edit.max_images} at once (`{IMAGE_OPTION}`).",
+        )
+    for reference in references:
+        shown = echo(reference.name)
+        if reference.format.name not in edit.formats:
+            raise InvalidOption(
+                IMAGE_OPTION,
+                f"`{shown}` is a {_FORMAT_NAMES.get(reference.format.name, reference.format.name)}"
+                f" image; {name} edits only {_format_list(edit.formats)} images.",
+                attachment=reference.name,
+            )
+        if len(reference.data) > edit.max_bytes:
+            raise InvalidOption(
+                IMAGE_OPTION,
+                f"`{shown}` is larger than {_megabytes(edit.max_bytes)}, the most {name} "
+                "takes per image.",
+                attachment=reference.name,
+            )
+    if mask is None:
+        return
+    shown = echo(mask.name)
+    rule = edit.mask
+    if rule is None:
+        raise InvalidOption(
+            MASK_OPTION, f"{name} takes no `mask`; leave it empty.", attachment=mask.name
+        )
+    if mask.format.name != rule.format:
+        raise InvalidOption(
+            MASK_OPTION,
+            f"The `mask` `{shown}` must be a {_FORMAT_NAMES.get(rule.format, rule.format)} "
+            f"image (with transparency where to edit), not "
+            f"{_FORMAT_NAMES.get(mask.format.name, mask.format.name)}.",
+            attachment=mask.name,
+        )
+    if len(mask.data) > rule.max_bytes:
+        raise InvalidOption(
+            MASK_OPTION,
+            f"The `mask` `{shown}` is larger than {_megabytes(rule.max_bytes)}.",
+            attachment=mask.name,
+        )
+    first = references[0]
+    if rule.same_size_as_first_image and (mask.width, mask.height) != (first.width, first.height):
+        raise InvalidOption(
+            MASK_OPTION,
+            f"The `mask` `{shown}` is {mask.width}x{mask.height} but the first image "
+            f"`{echo(first.name)}` is {first.width}x{first.height}: they must be the same size.",
+            attachment=mask.name,
+        )
+
+
+def _check_input_fidelity(value: str | None, edit: EditSpec | None, spec: ModelSpec) -> str | None:
+    if value is None:
+        return None
+    if edit is None:
+        raise InvalidOption(
+            "input_fidelity",
+            "`input_fidelity` applies only when editing: attach an image to edit, or leave it "
+            "empty.",
+        )
+    if not edit.takes_input_fidelity:
+        takes = [
+            name for name, model in CATALOG.items() if model.edit and model.edit.input_fidelities
+        ]
+        raise InvalidOption(
+            "input_fidelity",
+            f"`input_fidelity` works only with {_allowed(tuple(takes))}, not with {spec.name}.",
+        )
+    _check_choice("input_fidelity", value, edit.input_fidelities, spec.name)
+    return value
+
+
+def validate(
+    options: ImagineOptions,
+    default_model: str,
+    *,
+    references: Sequence[ReferenceImage] = (),
+    mask: ReferenceImage | None = None,
+) -> GenerationRequest:
+    """Return the request to send, or raise InvalidOption naming what is wrong.
+
+    With `references` (and optionally a `mask`) the request is an edit: the model must edit,
+    and every image is checked against its edit spec here, before anything is billed.
+    """
     model_name = options.model or default_model
     spec = CATALOG.get(model_name)
     if spec is None:
@@ -165,6 +332,10 @@ def validate(options: ImagineOptions, default_model: str) -> GenerationRequest:
             f"`model` can't be `{echo(model_name)}`: this bot does not know it. "
             f"Allowed: {_allowed(tuple(CATALOG))}.",
         )
+    edit = _edit_spec(spec, references, mask)
+    if edit is not None:
+        _check_references(edit, spec.name, references, mask)
+    input_fidelity = _check_input_fidelity(options.input_fidelity, edit, spec)
     prompt = _check_prompt(options.prompt, spec)
     name = spec.name
 
@@ -186,6 +357,8 @@ def validate(options: ImagineOptions, default_model: str) -> GenerationRequest:
 
     if options.style is not None and not spec.supports_style:
         raise InvalidOption("style", f"`style` works only with dall-e-3, not with {name}.")
+    if options.style is not None and edit is not None and "style" not in edit.options:
+        raise InvalidOption("style", f"`style` does not apply to edits with {name}.")
     _check_choice("style", options.style, STYLES, name)
 
     gpt_only = {
@@ -231,4 +404,7 @@ def validate(options: ImagineOptions, default_model: str) -> GenerationRequest:
         background=options.background,
         output_format=options.output_format,
         output_compression=compression,
+        references=tuple(references),
+        mask=mask,
+        input_fidelity=input_fidelity,
     )
