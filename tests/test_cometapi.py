@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from PIL import Image as PILImage
 from pydantic import SecretStr
 
 from bot.core.catalog import CATALOG
@@ -15,14 +17,22 @@ from bot.core.cometapi import (
     CometAPIClient,
     ErrorKind,
     RetryPolicy,
+    TokenUsage,
     UpstreamError,
     _lost_before_response,
     download_image,
 )
-from bot.core.images import JPEG, PNG, WEBP
+from bot.core.images import GIF, JPEG, PNG, WEBP
+from bot.core.references import ReferenceImage
 from bot.core.validation import ImagineOptions, validate
-from tests.fakes.fake_cometapi import Cdn, FakeCometAPI, Reply
-from tests.fakes.images import make_image_of_size, make_jpeg, make_png, make_webp
+from tests.fakes.fake_cometapi import EDIT_SAMPLE_USAGE, Cdn, FakeCometAPI, Reply
+from tests.fakes.images import (
+    make_image_of_size,
+    make_jpeg,
+    make_png,
+    make_transparent_png,
+    make_webp,
+)
 
 KEY = "sk-test-key-0123456789abcdef"
 REQUEST_ID = "gen-0123456789ab"
@@ -626,3 +636,171 @@ async def test_a_key_problem_never_shows_the_services_words(
     assert "quota" not in caught.value.user_message
     assert "said" not in caught.value.user_message
     assert caught.value.user_message.endswith("Nothing was charged.")
+
+
+# -- edits: POST /images/edits ------------------------------------------------------------------
+
+
+def reference(data: bytes, name: str = "photo.png") -> ReferenceImage:
+    image_format = {b"\x89P": PNG, b"\xff\xd8": JPEG, b"RI": WEBP}[data[:2]]
+    with PILImage.open(io.BytesIO(data)) as opened:
+        width, height = opened.size
+    return ReferenceImage(name, data, image_format, width, height)
+
+
+EDIT_FIELDS = {"model": "gpt-image-2", "prompt": "add a red ribbon", "n": "1", "size": "auto"}
+
+
+async def test_edit_sends_one_reference_as_an_image_part(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """One reference: an `image[]` part with its bytes, type and a .png name; fields as text."""
+    source = make_png(seed=11)
+    served = make_png(seed=12)
+    api.queue_edit(Reply.b64([served], usage=EDIT_SAMPLE_USAGE))
+    result = await client.edit(
+        fields=EDIT_FIELDS,
+        images=[reference(source, "../../etc/x.gif")],
+        mask=None,
+        request_id=REQUEST_ID,
+    )
+    assert [image.data for image in result.images] == [served]
+    call = api.edit_calls[0]
+    assert call.headers["Authorization"] == f"Bearer {KEY}"
+    assert call.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert call.fields == EDIT_FIELDS
+    assert [(p.name, p.content_type, p.data) for p in call.images] == [
+        ("image[]", "image/png", source)
+    ]
+    # Our own name with the sniffed format's extension, never the member's path.
+    assert call.images[0].filename == "image-1.png"
+    assert call.mask is None
+    assert api.calls == []  # nothing went to the generations route
+    # CometAPI's edit usage: its zero prompt/completion counts do not hide the real ones.
+    assert result.usage == TokenUsage(input_tokens=785, output_tokens=196, total_tokens=981)
+
+
+async def test_edit_sends_three_references_in_order_and_a_mask(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """Three references (PNG, JPEG, WebP) as `image[]` parts in order, then the `mask` part."""
+    sources = [make_png(seed=1), make_jpeg(seed=2), make_webp(seed=3)]
+    mask = make_transparent_png(seed=4)  # 64x64, the first image's size
+    fields = {**EDIT_FIELDS, "model": "gpt-image-1", "input_fidelity": "high", "quality": "low"}
+    result = await client.edit(
+        fields=fields,
+        images=[reference(data) for data in sources],
+        mask=reference(mask, "mask.png"),
+        request_id=REQUEST_ID,
+    )
+    assert len(result.images) == 1
+    call = api.edit_calls[0]
+    assert call.fields == fields
+    assert [(p.name, p.filename, p.content_type, p.data) for p in call.images] == [
+        ("image[]", "image-1.png", "image/png", sources[0]),
+        ("image[]", "image-2.jpg", "image/jpeg", sources[1]),
+        ("image[]", "image-3.webp", "image/webp", sources[2]),
+    ]
+    assert call.mask is not None
+    assert (call.mask.name, call.mask.filename, call.mask.content_type, call.mask.data) == (
+        "mask",
+        "mask.png",
+        "image/png",
+        mask,
+    )
+
+
+async def test_an_edit_retry_rebuilds_the_body_and_keeps_the_request_id(
+    client: CometAPIClient, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """A connection dropped before the answer: the second attempt carries the whole form
+    again, in a body of its own (a new boundary), with the same X-Request-Id."""
+    source = make_png(seed=21)
+    api.queue_edit(Reply.disconnect(), Reply.error(503, "busy"), Reply.auto())
+    result = await client.edit(
+        fields=EDIT_FIELDS, images=[reference(source)], mask=None, request_id=REQUEST_ID
+    )
+    assert result.attempts == 3
+    assert len(sleeps.delays) == 2
+    calls = api.edit_calls
+    assert [call.client_request_id for call in calls] == [REQUEST_ID] * 3
+    for call in calls:
+        assert call.fields == EDIT_FIELDS
+        assert [p.data for p in call.images] == [source]
+    boundaries = {call.headers["Content-Type"] for call in calls}
+    assert len(boundaries) == 3
+
+
+async def test_an_edit_refused_upstream_keeps_its_words_attempts_and_id(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    """A 400 is not retried; the service's words, the attempt count and its id are kept."""
+    with pytest.raises(UpstreamError) as caught:
+        await client.edit(
+            fields={**EDIT_FIELDS, "model": "dall-e-3"},
+            images=[reference(make_png())],
+            mask=None,
+            request_id=REQUEST_ID,
+        )
+    error = caught.value
+    assert error.kind is ErrorKind.BAD_REQUEST
+    assert error.upstream_message is not None
+    assert "does not support image edits" in error.upstream_message
+    assert error.attempts == 1
+    assert error.upstream_request_id == api.edit_calls[0].upstream_request_id
+    assert error.billed is False
+    assert len(api.edit_calls) == 1
+    api.violations.clear()  # provoked on purpose
+
+
+async def test_an_unusable_edit_answer_is_billed(client: CometAPIClient, api: FakeCometAPI) -> None:
+    """A 200 was billed even when its body is no image: the failure says so."""
+    api.queue_edit(Reply.json({"created": 1, "data": [{"b64_json": "AAAA"}]}))
+    with pytest.raises(UpstreamError) as caught:
+        await client.edit(
+            fields=EDIT_FIELDS, images=[reference(make_png())], mask=None, request_id=REQUEST_ID
+        )
+    assert caught.value.kind is ErrorKind.BAD_RESPONSE
+    assert caught.value.billed is True
+    assert caught.value.attempts == 1
+
+
+async def test_an_edit_may_wait_longer_than_a_generation(
+    session: aiohttp.ClientSession, api: FakeCometAPI, sleeps: Sleeps
+) -> None:
+    """The caller's timeout replaces the client's, both ways."""
+    client = client_for(session, api.base_url, sleeps, timeout_s=0.2)
+    api.queue_edit(Reply.auto(latency=0.5), Reply.hang())
+    result = await client.edit(
+        fields=EDIT_FIELDS,
+        images=[reference(make_png())],
+        mask=None,
+        request_id=REQUEST_ID,
+        timeout_s=5.0,
+    )
+    assert result.attempts == 1
+    with pytest.raises(UpstreamError) as caught:
+        await client.edit(
+            fields=EDIT_FIELDS,
+            images=[reference(make_png())],
+            mask=None,
+            request_id=REQUEST_ID,
+            timeout_s=0.3,
+        )
+    assert caught.value.kind is ErrorKind.TIMEOUT
+    assert "0.3s" in caught.value.detail
+    assert caught.value.attempts == 1
+
+
+async def test_an_edit_with_an_image_it_cannot_send_sends_nothing(
+    client: CometAPIClient, api: FakeCometAPI
+) -> None:
+    gif = ReferenceImage("a.gif", b"GIF89a....", GIF, 1, 1)
+    for images, words in (
+        ([], "at least one"),
+        ([gif], "gif images cannot be sent"),
+        ([reference(make_png())] * 17, "at most 16"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            await client.edit(fields=EDIT_FIELDS, images=images, mask=None, request_id=REQUEST_ID)
+    assert api.edit_calls == []

@@ -91,3 +91,64 @@ def test_piecewise_base64_decode_matches_strict_b64decode(size: int) -> None:
             decode_b64_image(corrupted)
     with pytest.raises(NotAnImage):
         decode_b64_image(text + "A")
+
+
+# -- usage: OpenAI's fields, CometAPI's extra ones, and junk ------------------------------------
+
+_DETAILS = {"image_tokens": 768, "text_tokens": 17, "cached_tokens_details": {}}
+USAGE_TABLE = [
+    # Only the chat-style names: they stand in, and the total is their sum.
+    ({"prompt_tokens": 10, "completion_tokens": 20}, (10, 20, 30)),
+    # Both, as CometAPI's edit sample has them: its zero chat counts lose to the real ones.
+    (
+        {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 981,
+            "input_tokens": 785,
+            "output_tokens": 196,
+            "input_tokens_details": _DETAILS,
+        },
+        (785, 196, 981),
+    ),
+    # Extra and junk fields are ignored; a non-integer count is no count.
+    (
+        {
+            "input_tokens": 5,
+            "output_tokens": "7",
+            "total_tokens": 12.0,
+            "claude_cache_creation_5_m_tokens": "n/a",
+            "claude_cache_creation_1_h_tokens": None,
+            "prompt_tokens_details": {"cached_tokens_details": []},
+            "input_tokens_details": "junk",
+            "output_tokens_details": [1, 2],
+            "completion_tokens": True,
+            "surprise": {"nested": [1]},
+        },
+        (5, None, None),
+    ),
+    # Image token details alone: input tokens are image plus text tokens.
+    ({"input_tokens_details": _DETAILS, "output_tokens": 196}, (785, 196, 981)),
+    # A count that leaves the image tokens out is raised to what the details add up to.
+    (
+        {"prompt_tokens": 17, "input_tokens_details": _DETAILS, "completion_tokens": 196},
+        (785, 196, 981),
+    ),
+    ({"input_tokens_details": {"image_tokens": "x", "text_tokens": 4}}, (4, None, None)),
+    ({"output_tokens_details": {"image_tokens": 208, "text_tokens": 0}}, (None, 208, None)),
+    ({}, (None, None, None)),
+]
+
+
+@pytest.mark.parametrize(("usage", "expected"), USAGE_TABLE)
+def test_usage_is_read_tolerantly(usage: object, expected: tuple[int | None, ...]) -> None:
+    body = json.dumps({"created": 1, "usage": usage, "data": [{"b64_json": B64}]}).encode()
+    parsed = parse_images_response(body).usage
+    assert parsed is not None
+    assert (parsed.input_tokens, parsed.output_tokens, parsed.total_tokens) == expected
+
+
+@pytest.mark.parametrize("usage", [None, "lots", [1, 2], 7])
+def test_usage_that_is_not_an_object_is_none(usage: object) -> None:
+    body = json.dumps({"created": 1, "usage": usage, "data": [{"b64_json": B64}]}).encode()
+    assert parse_images_response(body).usage is None

@@ -9,7 +9,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,6 +19,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.core.images import ImageFormat, NotAnImage, decode_b64_image, sniff_format
+from bot.core.references import ReferenceImage
 from bot.core.validation import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ DOWNLOAD_TIMEOUT_S: Final = 60.0
 MAX_REDIRECTS: Final = 3
 _UPSTREAM_MESSAGE_LIMIT: Final = 500
 _RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+# OpenAI's limit on the images of one edit (CreateImageEditRequest: `image` maxItems 16).
+MAX_EDIT_IMAGES: Final = 16
+_CONTENT_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 # Request ids: what CometAPI documents, and what its software sends.
 #
@@ -241,13 +245,59 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _first_int(raw: Mapping[str, object], *names: str) -> int | None:
+    for name in names:
+        found = _int_or_none(raw.get(name))
+        if found is not None:
+            return found
+    return None
+
+
+def _details_sum(raw: Mapping[str, object], name: str) -> int | None:
+    """image_tokens + text_tokens of a `*_tokens_details` object; None if it gives neither."""
+    details = raw.get(name)
+    if not isinstance(details, dict):
+        return None
+    parts = [_int_or_none(details.get(key)) for key in ("image_tokens", "text_tokens")]
+    known = [part for part in parts if part is not None]
+    return sum(known) if known else None
+
+
+def _with_details(count: int | None, details: int | None) -> int | None:
+    """A top-level count, raised to what its details add up to when it says less.
+
+    Image tokens are input tokens (they are billed at the input price), so a count that
+    leaves them out, or is missing, undercounts: the details are the floor.
+    """
+    if details is None:
+        return count
+    return details if count is None or count < details else count
+
+
 def _parse_usage(raw: object) -> TokenUsage | None:
+    """Usage as OpenAI reports it, or as CometAPI's edit route does, never failing on extras.
+
+    CometAPI's edit answer (https://apidoc.cometapi.com/api/image/openai/image-editing) carries
+    `prompt_tokens` and `completion_tokens` (0 in its sample, beside the real `input_tokens` /
+    `output_tokens`), `input_tokens_details` with image, text and `cached_tokens_details`, and
+    `claude_cache_creation_*` fields. The OpenAI names win; the chat names stand in when those
+    are missing; a total that is missing is the sum. Anything else, or a value that is not an
+    integer, is ignored.
+    """
     if not isinstance(raw, dict):
         return None
+    input_tokens = _with_details(
+        _first_int(raw, "input_tokens", "prompt_tokens"), _details_sum(raw, "input_tokens_details")
+    )
+    output_tokens = _with_details(
+        _first_int(raw, "output_tokens", "completion_tokens"),
+        _details_sum(raw, "output_tokens_details"),
+    )
+    total_tokens = _int_or_none(raw.get("total_tokens"))
+    if total_tokens is None and input_tokens is not None and output_tokens is not None:
+        total_tokens = input_tokens + output_tokens
     return TokenUsage(
-        input_tokens=_int_or_none(raw.get("input_tokens")),
-        output_tokens=_int_or_none(raw.get("output_tokens")),
-        total_tokens=_int_or_none(raw.get("total_tokens")),
+        input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total_tokens
     )
 
 
@@ -497,8 +547,54 @@ class _Answer:
     upstream_request_id: str | None
 
 
+_BodyFactory = Callable[[], aiohttp.payload.Payload]
+
+
+def _safe_part_name(stem: str, image_format: ImageFormat) -> str:
+    """A part's file name: ours, not the member's, with the extension of the sniffed format."""
+    return f"{stem}.{image_format.extension}"
+
+
+def _content_type(image_format: ImageFormat) -> str:
+    try:
+        return _CONTENT_TYPES[image_format.name]
+    except KeyError:
+        raise ValueError(f"{image_format.name} images cannot be sent for editing") from None
+
+
+def _edit_form(
+    fields: Mapping[str, str], images: Sequence[ReferenceImage], mask: ReferenceImage | None
+) -> aiohttp.payload.Payload:
+    """The multipart body of one edit attempt, laid out as the official SDK sends it.
+
+    openai-python's `images.edit` takes the images out of the body with the path
+    `["image", "<array>"]`, which names each part `image[]`, and the mask with `["mask"]`;
+    the other parameters go as plain form fields (src/openai/resources/images.py and
+    `_extract_items` in src/openai/_utils/_utils.py). A body is consumed by sending it, so
+    every attempt builds its own.
+    """
+    form = aiohttp.FormData(default_to_multipart=True)
+    for name, value in fields.items():
+        form.add_field(name, value)
+    for number, image in enumerate(images, start=1):
+        form.add_field(
+            "image[]",
+            image.data,
+            filename=_safe_part_name(f"image-{number}", image.format),
+            content_type=_content_type(image.format),
+        )
+    if mask is not None:
+        form.add_field(
+            "mask",
+            mask.data,
+            filename=_safe_part_name("mask", mask.format),
+            content_type=_content_type(mask.format),
+        )
+    return form()
+
+
 class CometAPIClient:
-    """Calls CometAPI's image generation; one instance per process, sharing one session."""
+    """Calls CometAPI's image generation and edits; one instance per process, one session."""
 
     def __init__(
         self,
@@ -511,7 +607,9 @@ class CometAPIClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._session = session
-        self._url = f"{base_url.rstrip('/')}/images/generations"
+        base = base_url.rstrip("/")
+        self._url = f"{base}/images/generations"
+        self._edits_url = f"{base}/images/edits"
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._retry = retry or RetryPolicy()
@@ -530,8 +628,50 @@ class CometAPIClient:
 
         `request_id` is ours for this generation; it is sent upstream on every attempt.
         """
-        deadline = time.monotonic() + self._timeout_s
-        answer = await self._post_with_retries(request.payload(), deadline, request_id)
+        payload = request.payload()
+        return await self._run(
+            self._url, lambda: aiohttp.JsonPayload(payload), request_id, self._timeout_s
+        )
+
+    async def edit(
+        self,
+        *,
+        fields: Mapping[str, str],
+        images: Sequence[ReferenceImage],
+        mask: ReferenceImage | None,
+        request_id: str,
+        timeout_s: float | None = None,
+    ) -> GenerationResult:
+        """Edit `images` (the first is the one `mask` applies to) through `POST /images/edits`.
+
+        `fields` are the form fields as text (model, prompt, n, size, quality, background,
+        output_format, output_compression, input_fidelity: whichever apply), sent as given.
+        Retries, the request id, errors and the answer are as for `generate`. `timeout_s`
+        replaces the client's for this call: CometAPI's page warns that edits take longer than
+        generations (https://apidoc.cometapi.com/api/image/openai/image-editing), and its
+        earlier version reports a gpt-image-1 edit that succeeded only with a longer timeout
+        (https://cometapi.mintlify.app/api/image/openai/image-editing).
+        """
+        if not images:
+            raise ValueError("an edit needs at least one image")
+        if len(images) > MAX_EDIT_IMAGES:
+            raise ValueError(f"an edit takes at most {MAX_EDIT_IMAGES} images")
+        # Checked before anything is sent, not on the first attempt's build.
+        for image in (*images, *((mask,) if mask is not None else ())):
+            _content_type(image.format)
+        return await self._run(
+            self._edits_url,
+            lambda: _edit_form(fields, images, mask),
+            request_id,
+            self._timeout_s if timeout_s is None else timeout_s,
+        )
+
+    async def _run(
+        self, url: str, make_body: _BodyFactory, request_id: str, timeout_s: float
+    ) -> GenerationResult:
+        """POST with retries, then parse and decode the answer; failures as UpstreamError."""
+        deadline = time.monotonic() + timeout_s
+        answer = await self._post_with_retries(url, make_body, deadline, request_id, timeout_s)
         loop = asyncio.get_running_loop()
         parsed: _ParsedResponse | None = None
         try:
@@ -553,9 +693,18 @@ class CometAPIClient:
         )
 
     async def _post_with_retries(
-        self, payload: dict[str, Any], deadline: float, request_id: str
+        self,
+        url: str,
+        make_body: _BodyFactory,
+        deadline: float,
+        request_id: str,
+        timeout_s: float,
     ) -> _Answer:
-        """POST until a 200, a failure not safe to retry, or the retry budget or deadline ends."""
+        """POST until a 200, a failure not safe to retry, or the retry budget or deadline ends.
+
+        `make_body` gives a fresh body for each attempt: a multipart body is consumed by being
+        sent, so one built once would go out empty on a retry.
+        """
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             # The same id on every attempt: the attempts are one generation, so one id finds
@@ -567,7 +716,7 @@ class CometAPIClient:
         upstream_id: str | None = None
         while True:
             attempt += 1
-            outcome = await self._attempt(payload, headers, deadline)
+            outcome = await self._attempt(url, make_body(), headers, deadline, timeout_s)
             upstream_id = outcome.upstream_request_id or upstream_id
             if outcome.failure is None:
                 assert outcome.chunks is not None
@@ -592,15 +741,20 @@ class CometAPIClient:
             await self._sleep(delay)
 
     async def _attempt(
-        self, payload: dict[str, Any], headers: dict[str, str], deadline: float
+        self,
+        url: str,
+        body: aiohttp.payload.Payload,
+        headers: dict[str, str],
+        deadline: float,
+        timeout_s: float,
     ) -> _Outcome:
         """One POST: its 200 body, or its failure and whether trying again is safe."""
         outcome = _Outcome()
         response: aiohttp.ClientResponse | None = None
         try:
             async with self._session.post(
-                self._url,
-                json=payload,
+                url,
+                data=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 0.001)),
                 allow_redirects=False,
@@ -626,7 +780,7 @@ class CometAPIClient:
         except TimeoutError as error:
             # The request may already be running (and billed) upstream: never retried.
             outcome.failure = _caused(
-                UpstreamError(ErrorKind.TIMEOUT, f"no complete answer within {self._timeout_s:g}s"),
+                UpstreamError(ErrorKind.TIMEOUT, f"no complete answer within {timeout_s:g}s"),
                 error,
             )
         except aiohttp.ClientError as error:

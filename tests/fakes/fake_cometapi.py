@@ -22,6 +22,7 @@ import copy
 import enum
 import functools
 import inspect
+import io
 import itertools
 import json
 import random
@@ -36,8 +37,10 @@ from types import TracebackType
 from typing import Any, Final, Literal, NoReturn, Self
 
 import jsonschema
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
+from PIL import Image as PILImage
 
 from tests.fakes.images import (
     MIME_TYPES,
@@ -58,6 +61,41 @@ DEFAULT_USAGE: Final[Mapping[str, Any]] = {
 }
 
 GENERATIONS_PATH: Final = "/v1/images/generations"
+EDITS_PATH: Final = "/v1/images/edits"
+
+# The usage of the gpt-image-2 sample answer on CometAPI's Image Editing page
+# (https://apidoc.cometapi.com/api/image/openai/image-editing): chat-style and Claude cache
+# fields (zero) beside OpenAI's input/output counts.
+EDIT_SAMPLE_USAGE: Final[Mapping[str, Any]] = {
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "total_tokens": 981,
+    "prompt_tokens_details": {"cached_tokens_details": {}},
+    "completion_tokens_details": {},
+    "input_tokens": 785,
+    "output_tokens": 196,
+    "input_tokens_details": {"image_tokens": 768, "text_tokens": 17, "cached_tokens_details": {}},
+    "claude_cache_creation_5_m_tokens": 0,
+    "claude_cache_creation_1_h_tokens": 0,
+}
+# Models CometAPI's Image Editing page names for this route: gpt-image-2 (the current page) and
+# gpt-image-1, gpt-image-1-mini, gpt-image-1.5 (its earlier version,
+# https://cometapi.mintlify.app/api/image/openai/image-editing). Its other names (dall-e-3,
+# qwen-image-edit) are unverified or provider-specific, so the fake refuses them.
+EDIT_MODELS: Final = frozenset({"gpt-image-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"})
+# OpenAI's InputFidelity: "unsupported for gpt-image-1-mini".
+NO_INPUT_FIDELITY_MODELS: Final = frozenset({"gpt-image-1-mini"})
+# CometAPI's older gpt-image-1 edit page (https://apidoc.cometapi.com/image-editing-gpt-image-1-
+# 16347487e0): PNG/WEBP/JPG images each under 25 MB; a PNG mask under 4 MB, the first image's
+# size. OpenAI (CreateImageEditRequest) allows up to 16 images.
+EDIT_IMAGE_FORMATS: Final = frozenset({"png", "webp", "jpeg"})
+EDIT_IMAGE_MAX_BYTES: Final = 25 * 1024 * 1024
+EDIT_MASK_MAX_BYTES: Final = 4 * 1024 * 1024
+EDIT_MAX_IMAGES: Final = 16
+# Form fields that the schema types as integers or booleans arrive as text in multipart.
+_EDIT_INT_FIELDS: Final = frozenset({"n", "output_compression", "partial_images"})
+_EDIT_BOOL_FIELDS: Final = frozenset({"stream"})
+_EDIT_FILE_FIELDS: Final = frozenset({"image", "image[]", "mask"})
 
 GPT_FIXED_SIZES: Final = frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"})
 SIZES_BY_MODEL: Final[Mapping[str, frozenset[str]]] = {
@@ -209,6 +247,30 @@ def _reason(error: jsonschema.ValidationError) -> str:
     return str(error.message)
 
 
+def _check_output(sent: Mapping[str, Any]) -> list[Problem]:
+    """output_compression and background against output_format (generations and edits)."""
+    problems: list[Problem] = []
+    output_format = sent.get("output_format", "png")
+    if "output_compression" in sent:
+        compression = sent["output_compression"]
+        if output_format == "png":
+            problems.append(
+                Problem(
+                    "output_compression is only supported with output_format jpeg or webp.",
+                    "output_compression",
+                )
+            )
+        if isinstance(compression, int) and not 0 <= compression <= 100:
+            problems.append(
+                Problem("output_compression must be between 0 and 100.", "output_compression")
+            )
+    if sent.get("background") == "transparent" and output_format == "jpeg":
+        problems.append(
+            Problem("background 'transparent' needs output_format png or webp.", "background")
+        )
+    return problems
+
+
 def validate_generation_request(body: Any) -> list[Problem]:
     """Everything CometAPI/OpenAI would object to in a ``POST /v1/images/generations`` body."""
     problems = [
@@ -283,24 +345,7 @@ def validate_generation_request(body: Any) -> list[Problem]:
             if key in sent
         )
 
-    output_format = sent.get("output_format", "png")
-    if "output_compression" in sent:
-        compression = sent["output_compression"]
-        if output_format == "png":
-            problems.append(
-                Problem(
-                    "output_compression is only supported with output_format jpeg or webp.",
-                    "output_compression",
-                )
-            )
-        if isinstance(compression, int) and not 0 <= compression <= 100:
-            problems.append(
-                Problem("output_compression must be between 0 and 100.", "output_compression")
-            )
-    if sent.get("background") == "transparent" and output_format == "jpeg":
-        problems.append(
-            Problem("background 'transparent' needs output_format png or webp.", "background")
-        )
+    problems.extend(_check_output(sent))
 
     quality = sent.get("quality")
     allowed_qualities = QUALITIES.get(family)
@@ -316,6 +361,188 @@ def validate_generation_request(body: Any) -> list[Problem]:
     size = sent.get("size")
     if isinstance(size, str) and (problem := _check_size(model, family, size)):
         problems.append(problem)
+    return problems
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One file part of a multipart edit request, as it arrived."""
+
+    name: str
+    """The form field's name: ``image[]`` (what the official SDK sends), ``image`` or ``mask``."""
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+    @property
+    def format(self) -> str | None:
+        """The format the bytes' magic says (png, jpeg, webp, gif), or None."""
+        return sniff_format(self.data)
+
+    @property
+    def dimensions(self) -> tuple[int, int] | None:
+        try:
+            with PILImage.open(io.BytesIO(self.data)) as img:
+                return img.size
+        except Exception:  # anything PIL cannot open has no dimensions
+            return None
+
+
+def _edit_schema_body(
+    fields: Mapping[str, str], images: Sequence[UploadedPart], mask: UploadedPart | None
+) -> dict[str, Any]:
+    """The form as the JSON the schema describes: numbers and booleans parsed, files as text."""
+    body: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in _EDIT_INT_FIELDS and re.fullmatch(r"-?[0-9]+", value):
+            body[key] = int(value)
+        elif key in _EDIT_BOOL_FIELDS and value in ("true", "false"):
+            body[key] = value == "true"
+        else:
+            body[key] = value
+    if images:
+        body["image"] = ["<binary>"] * len(images)
+    if mask is not None:
+        body["mask"] = "<binary>"
+    return body
+
+
+def _check_upload(
+    part: UploadedPart, label: str, formats: frozenset[str], limit: int
+) -> list[Problem]:
+    problems: list[Problem] = []
+    fmt = part.format
+    if fmt not in formats:
+        problems.append(
+            Problem(
+                f"Invalid file {label!r}: the bytes are {fmt or 'not an image'}; supported "
+                f"formats are {sorted(formats)}.",
+                part.name,
+                "invalid_image_format",
+            )
+        )
+    expected_type = MIME_TYPES.get(fmt or "")
+    if part.content_type != expected_type:
+        # OpenAI refuses a part by its declared type ("unsupported mimetype").
+        problems.append(
+            Problem(
+                f"Invalid file {label!r}: unsupported mimetype ({part.content_type!r}); "
+                f"the bytes are {fmt or 'not an image'}.",
+                part.name,
+                "invalid_image_format",
+            )
+        )
+    extensions = {"png": ("png",), "jpeg": ("jpg", "jpeg"), "webp": ("webp",)}.get(fmt or "", ())
+    if not part.filename or part.filename.rsplit(".", 1)[-1].lower() not in extensions:
+        problems.append(
+            Problem(
+                f"Invalid file {label!r}: file name {part.filename!r} does not end in the "
+                f"extension of a {fmt or 'non-image'} file.",
+                part.name,
+                "invalid_image_format",
+            )
+        )
+    if len(part.data) >= limit:
+        problems.append(
+            Problem(
+                f"Invalid file {label!r}: {len(part.data)} bytes; it must be under {limit}.",
+                part.name,
+                "image_too_large",
+            )
+        )
+    return problems
+
+
+def validate_edit_request(
+    fields: Mapping[str, str], images: Sequence[UploadedPart], mask: UploadedPart | None
+) -> list[Problem]:
+    """Everything CometAPI/OpenAI would object to in a ``POST /v1/images/edits`` form."""
+    body = _edit_schema_body(fields, images, mask)
+    problems = [
+        Problem(
+            f"schema: {'/'.join(map(str, err.absolute_path)) or '<body>'}: {_reason(err)}",
+            str(err.absolute_path[0]) if err.absolute_path else None,
+        )
+        for err in schema_validator("CreateImageEditRequest").iter_errors(body)
+    ]
+    known = frozenset(_schema_bundle()["$defs"]["CreateImageEditRequest"]["properties"])
+    for key in fields:
+        if key == "moderation":
+            problems.append(
+                Problem(
+                    "moderation is not a parameter of image edits (generations only).",
+                    key,
+                    "unknown_parameter",
+                )
+            )
+        elif key not in known or key in ("image", "mask"):
+            problems.append(Problem(f"Unknown parameter: {key!r}.", key, "unknown_parameter"))
+    model = fields.get("model")
+    if not model:
+        problems.append(Problem("model name is required", "model", "invalid_request"))
+        return problems
+    if model not in EDIT_MODELS:
+        problems.append(
+            Problem(
+                f"{model} does not support image edits; use one of {sorted(EDIT_MODELS)}.",
+                "model",
+                "model_not_supported",
+            )
+        )
+        return problems
+    if "input_fidelity" in fields and model in NO_INPUT_FIDELITY_MODELS:
+        problems.append(Problem(f"input_fidelity is not supported for {model}.", "input_fidelity"))
+    if "response_format" in fields:
+        problems.append(
+            Problem(
+                f"response_format is not supported for {model}; GPT image models always "
+                "return b64_json.",
+                "response_format",
+                "unknown_parameter",
+            )
+        )
+    prompt = fields.get("prompt")
+    if prompt is not None and not prompt.strip():
+        problems.append(Problem("prompt must not be empty.", "prompt"))
+    elif prompt is not None and len(prompt) > PROMPT_LIMITS["gpt-image"]:
+        problems.append(
+            Problem(
+                f"prompt is {len(prompt)} characters; {model} allows at most "
+                f"{PROMPT_LIMITS['gpt-image']}.",
+                "prompt",
+                "string_above_max_length",
+            )
+        )
+    problems.extend(_check_output(body))
+    quality = fields.get("quality")
+    if quality is not None and quality not in QUALITIES["gpt-image"]:
+        problems.append(Problem(f"quality {quality!r} is not supported for {model}.", "quality"))
+    size = fields.get("size")
+    if size is not None and (problem := _check_size(model, "gpt-image", size)):
+        problems.append(problem)
+
+    if not images:
+        problems.append(Problem("image is required.", "image", "missing_required_parameter"))
+    if len(images) > EDIT_MAX_IMAGES:
+        problems.append(
+            Problem(f"{len(images)} images; at most {EDIT_MAX_IMAGES} are allowed.", "image")
+        )
+    for number, part in enumerate(images):
+        problems.extend(
+            _check_upload(part, f"image[{number}]", EDIT_IMAGE_FORMATS, EDIT_IMAGE_MAX_BYTES)
+        )
+    if mask is not None:
+        problems.extend(_check_upload(mask, "mask", frozenset({"png"}), EDIT_MASK_MAX_BYTES))
+        first = images[0].dimensions if images else None
+        size_of_mask = mask.dimensions
+        if first is not None and size_of_mask is not None and first != size_of_mask:
+            problems.append(
+                Problem(
+                    f"Invalid mask: {size_of_mask[0]}x{size_of_mask[1]} does not match the first "
+                    f"image's {first[0]}x{first[1]}; mask dimensions must match exactly.",
+                    "mask",
+                )
+            )
     return problems
 
 
@@ -637,6 +864,11 @@ class RecordedCall:
     # The fake's own id for this request: in its error messages' "(request id: ...)" and in
     # the ``request_id_header`` of its answer.
     upstream_request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:20])
+    # An edit's multipart form: its text fields, its ``image``/``image[]`` parts in order and
+    # its ``mask`` part (empty for other requests, and when the form did not parse).
+    fields: dict[str, str] = field(default_factory=dict)
+    images: list[UploadedPart] = field(default_factory=list)
+    mask: UploadedPart | None = None
 
     @property
     def client_request_id(self) -> str | None:
@@ -645,7 +877,7 @@ class RecordedCall:
 
     @property
     def model(self) -> str | None:
-        model = self.json.get("model") if isinstance(self.json, dict) else None
+        model = self.json.get("model") if isinstance(self.json, dict) else self.fields.get("model")
         return model if isinstance(model, str) else None
 
     @property
@@ -796,8 +1028,14 @@ class FakeCometAPI:
     ``headers`` take precedence over it.
 
     ``calls`` holds only ``POST /v1/images/generations`` requests (rejected ones included);
-    ``requests`` holds every request, CDN downloads and catalog fetches too. A request rejected
-    for auth does not consume a queued reply; nor does an invalid one while ``reject_invalid``.
+    ``edit_calls`` holds only ``POST /v1/images/edits`` requests, each with its form parsed
+    into ``fields``, ``images`` and ``mask``; ``requests`` holds every request, CDN downloads
+    and catalog fetches too. A request rejected for auth does not consume a queued reply; nor
+    does an invalid one while ``reject_invalid``.
+
+    Edits are scripted apart from generations, with the same Reply kinds: ``queue_edit`` (the
+    next edit answers), ``edit_default`` (when none is queued; ``Reply.auto()`` answers in
+    the shape of CometAPI's documented edit answer) and ``wait_for_edit_calls``.
     """
 
     def __init__(self, api_key: str = "test-key", *, host: str = "127.0.0.1") -> None:
@@ -811,13 +1049,16 @@ class FakeCometAPI:
         self.models_reply: Reply | None = None
         self.auto_image_long_edge = 64
         self.request_id_header: str | None = "x-request-id"
+        self.edit_default: Responder = Reply.auto()
         self.calls: list[RecordedCall] = []
+        self.edit_calls: list[RecordedCall] = []
         self.requests: list[RecordedCall] = []
         self.violations: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.cdn = FakeCdn(self)
         self._script: deque[Responder] = deque()
+        self._edit_script: deque[Responder] = deque()
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -838,9 +1079,14 @@ class FakeCometAPI:
         await self.close()
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._track], client_max_size=16 * 1024 * 1024)
+        # Large enough for edits at their limits: 16 images under 25 MB each, and a mask.
+        app = web.Application(
+            middlewares=[self._track],
+            client_max_size=(EDIT_MAX_IMAGES + 1) * EDIT_IMAGE_MAX_BYTES,
+        )
         app.on_response_prepare.append(self._stamp_request_id)
         app.router.add_post(GENERATIONS_PATH, self._handle_generation)
+        app.router.add_post(EDITS_PATH, self._handle_edit)
         app.router.add_get("/v1/models", self._handle_v1_models)
         app.router.add_get("/api/models", self._handle_catalog)
         app.router.add_get("/cdn/redirect/{hops:\\d+}/{name}", self._handle_cdn_redirect)
@@ -887,9 +1133,17 @@ class FakeCometAPI:
         """Answer the next generation requests with these replies, in order."""
         self._script.extend(replies)
 
+    def queue_edit(self, *replies: Responder) -> None:
+        """Answer the next edit requests with these replies, in order."""
+        self._edit_script.extend(replies)
+
     @property
     def pending_replies(self) -> int:
         return len(self._script)
+
+    @property
+    def pending_edit_replies(self) -> int:
+        return len(self._edit_script)
 
     # A timeout argument (rather than asyncio.timeout around the call) keeps test code short and
     # lets the failure message say how many calls did arrive.
@@ -901,10 +1155,30 @@ class FakeCometAPI:
         finished: bool = False,
     ) -> list[RecordedCall]:
         """Wait until ``n`` generation requests arrived (or were answered, if ``finished``)."""
+        return await self._wait_for(self.calls, "generation", n, timeout, finished=finished)
 
+    async def wait_for_edit_calls(
+        self,
+        n: int,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        *,
+        finished: bool = False,
+    ) -> list[RecordedCall]:
+        """Wait until ``n`` edit requests arrived (or were answered, if ``finished``)."""
+        return await self._wait_for(self.edit_calls, "edit", n, timeout, finished=finished)
+
+    async def _wait_for(
+        self,
+        calls: list[RecordedCall],
+        what: str,
+        n: int,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        finished: bool,
+    ) -> list[RecordedCall]:
         def ready() -> bool:
-            calls = [c for c in self.calls if c.finished_at is not None] if finished else self.calls
-            return len(calls) >= n
+            done = [c for c in calls if c.finished_at is not None] if finished else calls
+            return len(done) >= n
 
         try:
             async with asyncio.timeout(timeout):
@@ -913,9 +1187,9 @@ class FakeCometAPI:
                     await self._new_call.wait()
         except TimeoutError:
             raise AssertionError(
-                f"expected {n} generation calls within {timeout}s, got {len(self.calls)}"
+                f"expected {n} {what} calls within {timeout}s, got {len(calls)}"
             ) from None
-        return list(self.calls)
+        return list(calls)
 
     def requests_to(self, path_prefix: str) -> list[RecordedCall]:
         return [call for call in self.requests if call.path.startswith(path_prefix)]
@@ -1070,6 +1344,142 @@ class FakeCometAPI:
             )
         return None
 
+    # -- edits ------------------------------------------------------------------------------
+
+    async def _handle_edit(self, request: web.Request) -> web.StreamResponse:
+        call: RecordedCall = request[_CALL]
+        self.edit_calls.append(call)
+        self._new_call.set()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            rejection = self._check_auth(request, call) or await self._check_edit_form(
+                request, call
+            )
+            if rejection is not None:
+                return rejection
+            responder = self._edit_script.popleft() if self._edit_script else self.edit_default
+            reply = responder(call) if callable(responder) else responder
+            if inspect.isawaitable(reply):
+                reply = await reply
+            return await self._serve(request, call, reply)
+        finally:
+            self.in_flight -= 1
+
+    async def _check_edit_form(
+        self, request: web.Request, call: RecordedCall
+    ) -> web.Response | None:
+        if request.content_type != "multipart/form-data":
+            self._violation(
+                call, f"Content-Type is {request.content_type!r}, not multipart/form-data"
+            )
+            return self._error_response(
+                call,
+                400,
+                "Content-Type must be multipart/form-data",
+                type_="invalid_request_error",
+                code="invalid_request",
+            )
+        try:
+            await self._read_edit_form(request, call)
+        except (ValueError, AssertionError, UnicodeDecodeError) as error:
+            self._violation(call, f"malformed multipart body: {error}")
+            return self._error_response(
+                call,
+                400,
+                "could not parse multipart form",
+                type_="invalid_request_error",
+                code="invalid_request",
+            )
+        problems = validate_edit_request(call.fields, call.images, call.mask)
+        for problem in problems:
+            self._violation(call, f"[{call.model}] {problem.message}")
+        if problems and self.reject_invalid:
+            first = problems[0]
+            return self._error_response(
+                call,
+                400,
+                first.message,
+                type_="invalid_request_error",
+                code=first.code,
+                param=first.param,
+            )
+        return None
+
+    async def _read_edit_form(self, request: web.Request, call: RecordedCall) -> None:
+        """Parse the recorded body with aiohttp's multipart reader into the call's form."""
+        # The tracking middleware has read the body already; the reader gets it from memory.
+        stream = StreamReader(
+            BaseProtocol(asyncio.get_running_loop()),
+            max(len(call.body), 2**16),
+            loop=asyncio.get_running_loop(),
+        )
+        stream.feed_data(call.body)
+        stream.feed_eof()
+        reader = MultipartReader(request.headers, stream)
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ValueError("nested multipart parts are not form fields")
+            name = part.name
+            if name is None:
+                raise ValueError("a part has no name")
+            data = bytes(await part.read(decode=False))
+            if name in _EDIT_FILE_FIELDS:
+                upload = UploadedPart(name, part.filename, part.headers.get("Content-Type"), data)
+                if name == "mask":
+                    if call.mask is not None:
+                        self._violation(call, "more than one mask part")
+                    call.mask = upload
+                else:
+                    call.images.append(upload)
+                continue
+            if part.filename is not None:
+                self._violation(call, f"unexpected file part {name!r}")
+            if name in call.fields:
+                self._violation(call, f"form field {name!r} sent twice")
+            call.fields[name] = data.decode("utf-8")
+        names = {image.name for image in call.images}
+        if len(names) > 1:
+            self._violation(call, "images sent both as 'image' and 'image[]'")
+
+    def _auto_edit_reply(self, call: RecordedCall) -> Reply:
+        """CometAPI's documented edit answer: b64_json only, usage with its extra fields."""
+        fields = call.fields
+        if fields.get("stream") == "true":
+            return Reply.error(
+                400,
+                "stream is not supported on this endpoint",
+                type="invalid_request_error",
+                code="invalid_request",
+                param="stream",
+            )
+        raw_n = fields.get("n", "1")
+        n = int(raw_n) if raw_n.isdigit() and 1 <= int(raw_n) <= 10 else 1
+        width, height = self._auto_dimensions(fields.get("size", "auto"))
+        fmt = fields.get("output_format")
+        fmt = fmt if fmt in ("png", "jpeg", "webp") else "png"
+        transparent = fields.get("background") == "transparent"
+        seeds = [500_000 + len(self.edit_calls) * 1000 + i for i in range(n)]
+        images = [self._auto_image(fmt, width, height, seed, transparent) for seed in seeds]
+        text_tokens = max(1, len(fields.get("prompt", "")) // 4)
+        # The sample's 768 image tokens for its one input image, per image here.
+        image_tokens = 768 * max(1, len(call.images))
+        output_tokens = {"low": 196, "medium": 1056, "high": 4160}.get(
+            fields.get("quality", "auto"), 1056
+        ) * n
+        usage = {
+            **copy.deepcopy(dict(EDIT_SAMPLE_USAGE)),
+            "input_tokens": image_tokens + text_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": image_tokens + text_tokens + output_tokens,
+            "input_tokens_details": {
+                "image_tokens": image_tokens,
+                "text_tokens": text_tokens,
+                "cached_tokens_details": {},
+            },
+        }
+        return Reply.b64(images, usage=usage)
+
     async def _serve(
         self, request: web.Request, call: RecordedCall, reply: Reply
     ) -> web.StreamResponse:
@@ -1077,7 +1487,8 @@ class FakeCometAPI:
         if reply.latency > 0:
             await asyncio.sleep(reply.latency)
         if reply.kind is ReplyKind.AUTO:
-            automatic = replace(self._auto_reply(call), cut_after=reply.cut_after)
+            auto = self._auto_edit_reply if call.path == EDITS_PATH else self._auto_reply
+            automatic = replace(auto(call), cut_after=reply.cut_after)
             return await self._serve(request, call, automatic)
         if reply.kind is ReplyKind.HANG:
             await asyncio.Future()

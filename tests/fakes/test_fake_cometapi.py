@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.fakes.fake_cometapi import (
     DEFAULT_USAGE,
+    EDIT_SAMPLE_USAGE,
     Cdn,
     FakeCometAPI,
     Reply,
@@ -1070,3 +1071,184 @@ def test_make_transparent_png_has_real_transparency() -> None:
     alpha = img.getchannel("A")
     assert alpha.getextrema()[0] == 0
     assert alpha.getpixel((16, 16)) != 0
+
+
+# -- edits: POST /v1/images/edits ----------------------------------------------------------------
+
+EDIT_OK = {"model": "gpt-image-1", "prompt": "add a hat", "n": "1", "size": "1024x1024"}
+
+
+def edit_form(
+    fields: dict[str, str],
+    images: list[tuple[bytes, str, str]] | None = None,
+    mask: tuple[bytes, str, str] | None = None,
+) -> aiohttp.FormData:
+    """A form like the official SDK's: ``image[]`` parts of (bytes, filename, content type)."""
+    form = aiohttp.FormData(default_to_multipart=True)
+    for key, value in fields.items():
+        form.add_field(key, value)
+    for data, filename, content_type in images or [(make_png(), "a.png", "image/png")]:
+        form.add_field("image[]", data, filename=filename, content_type=content_type)
+    if mask is not None:
+        form.add_field("mask", mask[0], filename=mask[1], content_type=mask[2])
+    return form
+
+
+async def edit(
+    session: aiohttp.ClientSession, api: FakeCometAPI, form: aiohttp.FormData
+) -> tuple[int, Any]:
+    async with session.post(f"{api.base_url}/images/edits", data=form, headers=AUTH) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_edit_is_recorded_and_answered_in_cometapis_shape(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    first, second = make_png(seed=1), make_jpeg(seed=2)
+    mask = make_transparent_png(seed=3)
+    form = edit_form(
+        {**EDIT_OK, "output_format": "webp", "input_fidelity": "high"},
+        [(first, "one.png", "image/png"), (second, "two.jpg", "image/jpeg")],
+        (mask, "mask.png", "image/png"),
+    )
+    status, payload = await edit(session, api, form)
+    assert status == 200, payload
+    assert api.violations == []
+    call = (await api.wait_for_edit_calls(1))[0]
+    assert call.fields == {**EDIT_OK, "output_format": "webp", "input_fidelity": "high"}
+    assert call.model == "gpt-image-1"
+    assert [(p.name, p.filename, p.content_type, p.data) for p in call.images] == [
+        ("image[]", "one.png", "image/png", first),
+        ("image[]", "two.jpg", "image/jpeg", second),
+    ]
+    assert call.mask is not None
+    assert call.mask.data == mask
+    assert api.calls == []
+    # The documented answer: created, usage with CometAPI's extra fields, data[].b64_json only.
+    assert set(payload) == {"created", "usage", "data"}
+    assert set(EDIT_SAMPLE_USAGE) <= set(payload["usage"])
+    assert payload["usage"]["input_tokens_details"]["image_tokens"] == 2 * 768
+    assert [set(item) for item in payload["data"]] == [{"b64_json"}]
+    assert sniff_format(decode_images(payload)[0]) == "webp"
+    assert decode_images(payload) == call.served_images
+    schema_validator("ImagesResponse").validate(payload)
+
+
+def _too_many() -> list[tuple[bytes, str, str]]:
+    return [(make_png(seed=i), f"{i}.png", "image/png") for i in range(17)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "images", "mask", "words"),
+    [
+        # The mask must be the first image's size (64x64 here).
+        (EDIT_OK, None, (make_transparent_png(32, 32), "m.png", "image/png"), "mask dimensions"),
+        (EDIT_OK, None, (make_jpeg(), "m.jpg", "image/jpeg"), "Invalid file 'mask'"),
+        ({**EDIT_OK, "model": "dall-e-3"}, None, None, "does not support image edits"),
+        ({**EDIT_OK, "model": "qwen-image"}, None, None, "does not support image edits"),
+        ({**EDIT_OK, "moderation": "low"}, None, None, "moderation is not a parameter"),
+        (
+            {**EDIT_OK, "model": "gpt-image-1-mini", "input_fidelity": "high"},
+            None,
+            None,
+            "input_fidelity is not supported",
+        ),
+        ({**EDIT_OK, "input_fidelity": "exact"}, None, None, "schema: input_fidelity"),
+        (EDIT_OK, _too_many(), None, "at most 16"),
+        (EDIT_OK, [(make_image("gif"), "a.gif", "image/gif")], None, "Invalid file 'image[0]'"),
+        (EDIT_OK, [(make_png(), "a.png", "application/octet-stream")], None, "mimetype"),
+        (EDIT_OK, [(make_png(), "a.jpg", "image/png")], None, "extension"),
+        ({"model": "gpt-image-1", "n": "1"}, None, None, "schema: <body>: 'prompt'"),
+        ({**EDIT_OK, "n": "11"}, None, None, "schema: n"),
+        ({**EDIT_OK, "size": "1792x1024"}, None, None, "Invalid size"),
+    ],
+)
+async def test_invalid_edits_are_refused_and_recorded(
+    api: FakeCometAPI,
+    session: aiohttp.ClientSession,
+    fields: dict[str, str],
+    images: list[tuple[bytes, str, str]] | None,
+    mask: tuple[bytes, str, str] | None,
+    words: str,
+) -> None:
+    api.queue_edit(Reply.auto())
+    status, payload = await edit(session, api, edit_form(fields, images, mask))
+    assert status == 400
+    assert_error_envelope(payload)
+    assert any(words in violation for violation in api.violations), api.violations
+    assert api.pending_edit_replies == 1  # a refused edit consumes no scripted reply
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {**EDIT_OK, "input_fidelity": "high"},  # allowed on gpt-image-1, unlike on -mini
+        {**EDIT_OK, "model": "gpt-image-1-mini"},
+        {**EDIT_OK, "model": "gpt-image-2", "size": "1536x864", "quality": "high"},
+        {**EDIT_OK, "model": "gpt-image-1.5", "output_format": "jpeg", "output_compression": "80"},
+    ],
+)
+async def test_valid_edits_pass(
+    api: FakeCometAPI, session: aiohttp.ClientSession, fields: dict[str, str]
+) -> None:
+    mask = (make_transparent_png(), "m.png", "image/png")
+    status, payload = await edit(session, api, edit_form(fields, None, mask))
+    assert status == 200, payload
+    assert api.violations == []
+
+
+async def test_a_json_edit_is_a_violation(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(
+        f"{api.base_url}/images/edits", json={**EDIT_OK, "image": "x"}, headers=AUTH
+    ) as resp:
+        assert resp.status == 400
+    assert "multipart/form-data" in api.violations[0]
+
+
+async def test_edits_are_scripted_apart_from_generations(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    """Errors, faults and images queued for edits go to edits only, in order."""
+    served = make_png(seed=99)
+    api.queue_edit(
+        Reply.error(429, "slow down", retry_after=2),
+        Reply.disconnect(),
+        Reply.b64([served], usage=None),
+    )
+    api.queue(Reply.error(500, "for a generation"))
+    status, payload = await edit(session, api, edit_form(EDIT_OK))
+    assert status == 429
+    assert "slow down" in payload["error"]["message"]
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await edit(session, api, edit_form(EDIT_OK))
+    status, payload = await edit(session, api, edit_form(EDIT_OK))
+    assert status == 200
+    assert decode_images(payload) == [served]
+    assert api.pending_replies == 1
+    assert len(api.edit_calls) == 3
+    assert api.violations == []
+
+
+async def test_a_hanging_edit_times_out_the_client(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    api.queue_edit(Reply.hang())
+    with pytest.raises(TimeoutError):
+        async with session.post(
+            f"{api.base_url}/images/edits",
+            data=edit_form(EDIT_OK),
+            headers=AUTH,
+            timeout=aiohttp.ClientTimeout(total=0.3),
+        ):
+            pass
+    call = (await api.wait_for_edit_calls(1, finished=True))[0]
+    assert call.abandoned
+
+
+def test_the_edit_schema_is_openais() -> None:
+    validator = schema_validator("CreateImageEditRequest")
+    assert list(validator.iter_errors({"prompt": "x", "image": ["<binary>"]})) == []
+    assert list(validator.iter_errors({"prompt": "x", "image": ["<binary>"] * 17}))
+    assert list(validator.iter_errors({"image": ["<binary>"]}))
