@@ -561,3 +561,14 @@ def test_a_token_reservation_covers_the_guides_cost(model: str, quality: str) ->
     reserved = book.reservation(model, size="1024x1024", quality=quality, n=1, prompt=prompt)
     assert cost is not None
     assert reserved >= cost
+
+
+def test_an_edit_reserves_its_reference_images_as_input_tokens() -> None:
+    """Each reference adds input tokens to the estimate: three cost more than none."""
+    book = PriceBook()
+    plain = book.reservation("gpt-image-1", size="1024x1024", quality="low", n=1, prompt="p")
+    edit = book.reservation(
+        "gpt-image-1", size="1024x1024", quality="low", n=1, prompt="p", references=3
+    )
+    # gpt-image-1 built in: $5 per million input tokens, 4,160 per reference.
+    assert edit - plain == pytest.approx(3 * 4160 * 5 / 1_000_000)

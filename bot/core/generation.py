@@ -117,7 +117,7 @@ class Generation:
             self.phase = Phase.UPSTREAM
             called_at = time.monotonic()
             try:
-                result = await self._deps.client.generate(self.request, request_id=self.request_id)
+                result = await self._call()
             except UpstreamError as error:
                 self.timings.upstream_ms = _ms_since(called_at)
                 if error.billed:
@@ -142,6 +142,17 @@ class Generation:
             len(result.images), result.usage, result.attempts, result.upstream_request_id
         )
         return result
+
+    async def _call(self) -> GenerationResult:
+        request = self.request
+        if request.is_edit:
+            return await self._deps.client.edit(
+                fields=request.edit_fields(),
+                images=request.references,
+                mask=request.mask,
+                request_id=self.request_id,
+            )
+        return await self._deps.client.generate(request, request_id=self.request_id)
 
     def uploading(self) -> None:
         """The glue starts sending images to the member (for the upload timing)."""

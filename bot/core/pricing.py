@@ -434,7 +434,9 @@ class PriceBook:
             return NO_PRICE
         return CostEstimate(round(cost, 8), priced.source, priced.as_of)
 
-    def reservation(self, model: str, *, size: str, quality: str, n: int, prompt: str) -> float:
+    def reservation(
+        self, model: str, *, size: str, quality: str, n: int, prompt: str, references: int = 0
+    ) -> float:
         """The dollars to reserve against budgets before a call; 0 when the model has no price.
 
         Per-image prices are exact. Token prices use `estimated_tokens`, an upper estimate;
@@ -445,7 +447,9 @@ class PriceBook:
             per_image = price.for_image(size, quality)
             return 0.0 if per_image is None else round(per_image * n, 8)
         if isinstance(price, TokenPrice):
-            tokens = estimated_tokens(model, size=size, quality=quality, n=n, prompt=prompt)
+            tokens = estimated_tokens(
+                model, size=size, quality=quality, n=n, prompt=prompt, references=references
+            )
             cost = price.cost(tokens.input_tokens, tokens.output_tokens)
             return 0.0 if cost is None else round(cost, 8)
         return 0.0
@@ -468,6 +472,10 @@ _AUTO_QUALITY: Final = "high"
 _AUTO_PIXELS: Final = 1536 * 1024
 # Text input tokens: at most one per character, plus the fixed overhead a call reports.
 _INPUT_OVERHEAD_TOKENS: Final = 16
+# A reference image of an edit is input tokens too. No page states how many: the estimate
+# takes one as many as the dearest square output image, an upper figure for the reservation
+# that the answer's reported usage replaces.
+_REFERENCE_INPUT_TOKENS: Final = 4160
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,12 +493,16 @@ def _pixels(size: str) -> int:
     return _AUTO_PIXELS
 
 
-def estimated_tokens(model: str, *, size: str, quality: str, n: int, prompt: str) -> TokenEstimate:
+def estimated_tokens(
+    model: str, *, size: str, quality: str, n: int, prompt: str, references: int = 0
+) -> TokenEstimate:
     """An upper estimate of the tokens a GPT image call will report, before it is made."""
     square = _SQUARE_OUTPUT_TOKENS.get(quality, _SQUARE_OUTPUT_TOKENS[_AUTO_QUALITY])
     factor = _MODEL_TOKEN_FACTOR.get(model, 1.0)
     per_image = math.ceil(square * factor * _pixels(size) / _SQUARE_PIXELS)
-    return TokenEstimate(len(prompt) + _INPUT_OVERHEAD_TOKENS, per_image * n)
+    text = len(prompt) + _INPUT_OVERHEAD_TOKENS
+    images = math.ceil(_REFERENCE_INPUT_TOKENS * factor) * references
+    return TokenEstimate(text + images, per_image * n)
 
 
 # --- Keeping the catalog prices fresh -------------------------------------------------------------

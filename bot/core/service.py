@@ -216,6 +216,7 @@ class GenerationService:
             quality=request.shown_quality,
             n=request.n,
             prompt=request.prompt,
+            references=len(request.references),
         )
         row_id = await self._ledger.reserve(
             NewGeneration(
@@ -231,6 +232,8 @@ class GenerationService:
                 options_json=request.options().to_json(),
                 parent_id=parent_id,
                 private=private,
+                kind="edit" if request.is_edit else "generation",
+                reference_count=len(request.references),
             ),
             self._ceilings(policy),
         )
