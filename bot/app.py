@@ -18,6 +18,7 @@ from bot.core.pricing import PriceBook, catalog_url, keep_prices_fresh, load_pri
 from bot.core.service import GenerationService, OperatorLimits
 from bot.core.slots import FairSlots
 from bot.glue.client import DISCORD_API_BASE, ImagineBot, point_discord_at
+from bot.glue.remix import ReferenceFetcher
 from bot.ledger.store import UsageLedger, open_ledger
 from bot.loopwatch import LoopLagMonitor
 from bot.settings import Settings
@@ -110,6 +111,7 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
             service,
             default_model=settings.default_model,
             guild_ids=settings.discord_guild_ids,
+            fetcher=ReferenceFetcher(session, settings.discord_api_base_url),
             custom_gateway=settings.discord_api_base_url != DISCORD_API_BASE,
         )
         try:

@@ -17,6 +17,7 @@ from bot.glue.cogs.admin import AdminCog
 from bot.glue.cogs.imagine import ImagineCog
 from bot.glue.cogs.usage import UsageCog
 from bot.glue.errors import ImagineTree
+from bot.glue.remix import ReferenceFetcher
 from bot.glue.result_view import BUTTONS
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ImagineBot(commands.AutoShardedBot):
         *,
         default_model: str,
         guild_ids: tuple[int, ...],
+        fetcher: ReferenceFetcher,
         custom_gateway: bool = False,
     ) -> None:
         intents = discord.Intents.none()
@@ -76,6 +78,7 @@ class ImagineBot(commands.AutoShardedBot):
             guild_ready_timeout=0.5,
         )
         self._custom_gateway = custom_gateway
+        self._fetcher = fetcher
         self._service = service
         self._default_model = default_model
         self._guild_ids = guild_ids
@@ -86,8 +89,9 @@ class ImagineBot(commands.AutoShardedBot):
         """Add the cogs, then sync the commands where their payload changed."""
         if self._custom_gateway:
             await follow_gateway_of(self)
-        imagine = ImagineCog(self._service, self._default_model)
+        imagine = ImagineCog(self._service, self._default_model, self._fetcher)
         await self.add_cog(imagine)
+        self.tree.add_command(imagine.remix_menu)
         await self.add_cog(ResultActions(self._service, imagine, self._default_model))
         # The buttons under results: matched by custom_id, so they work after a restart.
         self.add_dynamic_items(*BUTTONS)

@@ -1,4 +1,4 @@
-"""The buttons under every result: reroll, edit the prompt, details, delete.
+"""The buttons under every result: reroll, edit the prompt, remix, details, delete.
 
 Each button is a discord.py `DynamicItem` whose custom_id carries the generation's id, so a
 press works after a restart and weeks later with no view kept in memory: the id is all the
@@ -93,6 +93,14 @@ class DetailsButton(_ResultButton, template=r"imagine:details:(?P<id>[0-9]{1,20}
     label = "Details"
 
 
+class RemixButton(_ResultButton, template=r"imagine:remix:(?P<id>[0-9]{1,20})"):
+    """A remix form with this result's images as the references."""
+
+    action = "remix"
+    emoji = "\U0001f3a8"
+    label = "Remix"
+
+
 class DeleteButton(_ResultButton, template=r"imagine:delete:(?P<id>[0-9]{1,20})"):
     """🗑️ Remove the result message (the requester or a moderator)."""
 
@@ -102,11 +110,11 @@ class DeleteButton(_ResultButton, template=r"imagine:delete:(?P<id>[0-9]{1,20})"
     style = discord.ButtonStyle.danger
 
 
-BUTTONS: Final = (RerollButton, EditButton, DetailsButton, DeleteButton)
+BUTTONS: Final = (RerollButton, EditButton, RemixButton, DetailsButton, DeleteButton)
 
 
 def result_view(generation_id: int) -> ui.View:
-    """One row of the four buttons for a result; nothing of it is kept in memory."""
+    """One row of the five buttons for a result; nothing of it is kept in memory."""
     view = ui.View(timeout=None)
     for button in BUTTONS:
         view.add_item(button(generation_id))

@@ -19,7 +19,7 @@ _COLUMNS: Final = (
     "images_delivered, status, billed, error_code, latency_ms, input_tokens, output_tokens, "
     "total_tokens, cost_usd, request_id, upstream_request_id, attempts, options_json, "
     "revised_prompt, parent_id, private, result_channel_id, result_message_id, queue_ms, "
-    "upstream_ms, upload_ms, deleted_at"
+    "upstream_ms, upload_ms, deleted_at, kind, reference_count"
 )
 
 
@@ -58,6 +58,8 @@ class StoredGeneration:
     upstream_ms: int | None
     upload_ms: int | None
     deleted_at: str | None
+    kind: str
+    reference_count: int
 
 
 def _stored(row: aiosqlite.Row | tuple[object, ...]) -> StoredGeneration:

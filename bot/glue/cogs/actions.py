@@ -102,6 +102,17 @@ class ResultActions(commands.Cog, name=ACTIONS_COG):
             await answer(interaction, embed=details_embed(row))
         elif action == "delete":
             await self._delete(interaction, row)
+        elif action == "remix":
+            if interaction.message is None:
+                await answer(interaction, "This result's message is gone.")
+                return
+            await self._imagine.open_remix(interaction, interaction.message)
+        elif action in ("reroll", "edit") and row.kind == "edit":
+            await answer(
+                interaction,
+                "An edit's images are not kept by the bot, so it cannot run again by itself: "
+                "use Remix on a result, or /imagine with the images.",
+            )
         elif action in ("reroll", "edit"):
             options = await self._options_of(interaction, row)
             if options is None:

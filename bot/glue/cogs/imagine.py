@@ -10,6 +10,7 @@ import asyncio
 import io
 import logging
 import uuid
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Final, Protocol, runtime_checkable
 
@@ -18,7 +19,15 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.core.catalog import BACKGROUNDS, CATALOG, DISCORD_MAX_STRING, OUTPUT_FORMATS, STYLES
+from bot.core.catalog import (
+    BACKGROUNDS,
+    CATALOG,
+    DISCORD_MAX_STRING,
+    INPUT_FIDELITIES,
+    OUTPUT_FORMATS,
+    STYLES,
+    editing_models,
+)
 from bot.core.cometapi import ErrorKind, GenerationResult, UpstreamError
 from bot.core.generation import Generation, Phase, Requester
 from bot.core.images import (
@@ -28,9 +37,17 @@ from bot.core.images import (
     pack_messages,
     prepare_for_upload,
 )
+from bot.core.references import AttachmentLike, ReferenceRefused
 from bot.core.service import GenerationService, ShuttingDown
 from bot.core.validation import GenerationRequest, ImagineOptions, InvalidOption, validate
 from bot.glue.errors import answer
+from bot.glue.remix import (
+    ReferenceFetcher,
+    RemixModal,
+    RemixSource,
+    edit_model,
+    message_images,
+)
 from bot.glue.render import ResultLink, refusal_message, result_embed
 from bot.glue.result_view import result_view
 from bot.glue.suggest import suggest_qualities, suggest_sizes
@@ -38,6 +55,10 @@ from bot.ledger.busy import LedgerBusy
 from bot.ledger.limits import LimitRefused
 
 log = logging.getLogger(__name__)
+
+# Images fetched within this long are checked before the acknowledgement (refusals stay
+# private); the reservation may then still wait 1.2 s for a lock within Discord's 3 s.
+FETCH_BEFORE_ACK_S: Final = 1.0
 
 
 @runtime_checkable
@@ -86,9 +107,20 @@ MODEL_CHOICES: Final = [Choice(name=name, value=name) for name in CATALOG]
 class ImagineCog(commands.Cog):
     """The /imagine command."""
 
-    def __init__(self, service: GenerationService, default_model: str) -> None:
+    def __init__(
+        self, service: GenerationService, default_model: str, fetcher: ReferenceFetcher
+    ) -> None:
         self._service = service
         self._default_model = default_model
+        self._fetcher = fetcher
+        self.remix_menu = app_commands.ContextMenu(
+            name="Remix with imagine",
+            callback=self._remix_message,
+            allowed_contexts=app_commands.AppCommandContext(
+                guild=True, dm_channel=True, private_channel=False
+            ),
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
+        )
 
     @app_commands.command(
         name="imagine", description="Create images from a text prompt with CometAPI's image models"
@@ -109,12 +141,18 @@ class ImagineCog(commands.Cog):
         output_format="gpt-image models only: the image file format",
         output_compression="gpt-image models with jpeg or webp only: compression level, 0-100",
         private="Show the result only to you (default: everyone in the channel sees it)",
+        image="A picture to start from (the request becomes an edit; GPT image models)",
+        image2="A second reference picture",
+        image3="A third reference picture",
+        mask="PNG the size of the first picture: its transparent part is what changes",
+        input_fidelity="How closely an edit keeps the references' details (gpt-image-1, 1.5)",
     )
     @app_commands.choices(
         model=MODEL_CHOICES,
         style=_choices(STYLES),
         background=_choices(BACKGROUNDS),
         output_format=_choices(OUTPUT_FORMATS),
+        input_fidelity=_choices(INPUT_FIDELITIES),
     )
     async def imagine(
         self,
@@ -129,6 +167,11 @@ class ImagineCog(commands.Cog):
         output_format: str | None = None,
         output_compression: Range[int, 0, 100] | None = None,
         private: bool = False,
+        image: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
+        input_fidelity: str | None = None,
     ) -> None:
         """Validate and reserve first (refusals are ephemeral), then defer and generate."""
         options = ImagineOptions(
@@ -141,13 +184,84 @@ class ImagineCog(commands.Cog):
             background=background,
             output_format=output_format,
             output_compression=output_compression,
+            input_fidelity=input_fidelity,
         )
+        references = [item for item in (image, image2, image3) if item is not None]
+        if references or mask is not None:
+            await self.run_edit(interaction, options, references, mask, private=private)
+            return
         try:
             request = validate(options, self._default_model)
         except InvalidOption as error:
             await self._refuse(interaction, f"\u26a0\ufe0f {error.message}")
             return
         await self.run_request(interaction, request, private=private)
+
+    async def run_edit(
+        self,
+        interaction: discord.Interaction,
+        options: ImagineOptions,
+        references: Sequence[AttachmentLike],
+        mask: AttachmentLike | None,
+        *,
+        private: bool,
+    ) -> None:
+        """Fetch and check the images, then run the edit like any request.
+
+        The images are fetched before the acknowledgement when that is quick, so a refusal
+        stays private; a slow download is acknowledged first (within Discord's 3 s), and a
+        refusal found after it replaces the bot's reply.
+        """
+        spec = CATALOG.get(options.model or self._default_model)
+        if spec is not None and spec.edit is None:
+            await self._refuse(
+                interaction,
+                f"\u26a0\ufe0f `model`: {spec.name} does not edit images. Models that do: "
+                f"{', '.join(editing_models())}.",
+            )
+            return
+        if spec is None:
+            try:
+                validate(options, self._default_model)
+            except InvalidOption as error:
+                await self._refuse(interaction, f"\u26a0\ufe0f {error.message}")
+            return
+        fetching = asyncio.ensure_future(self._fetcher.fetch(references, mask, spec))
+        deferred = False
+        done, _ = await asyncio.wait({fetching}, timeout=FETCH_BEFORE_ACK_S)
+        if not done:
+            await interaction.response.defer(thinking=True, ephemeral=private)
+            deferred = True
+        try:
+            images, mask_image = await fetching
+            request = validate(options, self._default_model, references=images, mask=mask_image)
+        except (ReferenceRefused, InvalidOption) as error:
+            await self._refuse(interaction, f"\u26a0\ufe0f {error.message}")
+            return
+        await self.run_request(interaction, request, private=private, deferred=deferred)
+
+    async def open_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The remix form for a message's images, or a private word when it has none."""
+        model = edit_model(self._default_model)
+        edit = CATALOG[model].edit
+        assert edit is not None
+        images = message_images(message, edit.max_images)
+        if not images:
+            await self._refuse(interaction, "This message has no image to remix.")
+            return
+        source = RemixSource(tuple(images), model)
+        await interaction.response.send_modal(RemixModal(source, self._remix_submitted))
+
+    async def _remix_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        await self.open_remix(interaction, message)
+
+    async def _remix_submitted(
+        self, interaction: discord.Interaction, source: RemixSource, prompt: str
+    ) -> None:
+        options = ImagineOptions(prompt=prompt, model=source.model)
+        await self.run_edit(interaction, options, source.images, None, private=False)
 
     async def run_request(
         self,
@@ -156,6 +270,7 @@ class ImagineCog(commands.Cog):
         *,
         private: bool = False,
         parent: ResultLink | None = None,
+        deferred: bool = False,
     ) -> None:
         """Reserve for the member who asked, then acknowledge, generate and deliver.
 
@@ -190,7 +305,9 @@ class ImagineCog(commands.Cog):
                     "and nothing was charged. Please try again in a few seconds.",
                 )
                 return
-            await self._run(interaction, generation, private=private, parent=parent)
+            await self._run(
+                interaction, generation, private=private, parent=parent, deferred=deferred
+            )
 
     async def _run(
         self,
@@ -199,11 +316,13 @@ class ImagineCog(commands.Cog):
         *,
         private: bool,
         parent: ResultLink | None,
+        deferred: bool,
     ) -> None:
         """Acknowledge, generate and deliver; every unexpected failure is answered here."""
         try:
             # The defer fixes who sees everything after it: decided here, before anything.
-            await interaction.response.defer(thinking=True, ephemeral=private)
+            if not deferred:
+                await interaction.response.defer(thinking=True, ephemeral=private)
         except discord.HTTPException as error:
             await generation.fail(
                 "not_acknowledged", f"Discord refused the defer: HTTP {error.status}"
@@ -436,7 +555,11 @@ class ImagineCog(commands.Cog):
             await self._edit(interaction, text)
 
     async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
-        await answer(interaction, text)
+        if interaction.response.is_done():
+            # Already acknowledged (a slow image download): the reply becomes the refusal.
+            await self._edit(interaction, text)
+        else:
+            await answer(interaction, text)
 
     async def _edit(self, interaction: discord.Interaction, text: str) -> None:
         try:
