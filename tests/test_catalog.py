@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.core.catalog import CATALOG, Family, editing_models, parse_size
+from bot.core.catalog import CATALOG, Family, editing_models, largest_size, parse_size
 
 DOCUMENTED = {
     # model: (sizes, qualities, max_n, prompt_limit, style, gpt options, response_format)
@@ -203,3 +203,19 @@ def test_edit_caps_stay_within_what_upstream_allows() -> None:
         if spec.edit is not None:
             assert spec.edit.max_images <= 16
             assert spec.edit.max_bytes < 50_000_000
+
+
+@pytest.mark.parametrize(
+    ("model", "current", "expected"),
+    [
+        ("gpt-image-2", "1024x1024", "2048x2048"),
+        ("gpt-image-2", "1536x1024", "3840x2160"),
+        ("gpt-image-2", "1024x1536", "2160x3840"),
+        ("gpt-image-1", "1536x1024", "1536x1024"),
+        ("gpt-image-1", "auto", "1024x1024"),
+        ("qwen-image", "1328x1328", "1328x1328"),
+    ],
+)
+def test_largest_size_keeps_the_shape(model: str, current: str, expected: str) -> None:
+    """Wide stays wide, tall stays tall; the largest listed size of that shape."""
+    assert largest_size(CATALOG[model].sizes, current) == expected

@@ -387,3 +387,24 @@ CATALOG: Final[MappingProxyType[str, ModelSpec]] = MappingProxyType(
 def editing_models() -> tuple[str, ...]:
     """The models that edit reference images, in catalog order."""
     return tuple(name for name, spec in CATALOG.items() if spec.edit is not None)
+
+
+def largest_size(sizes: tuple[str, ...], current: str) -> str | None:
+    """The largest listed size of the same shape (wide, tall, square) as `current`.
+
+    `auto` or an unreadable size counts as square. None when the model lists no sizes.
+    """
+
+    def shape(width: int, height: int) -> int:
+        return (width > height) - (width < height)
+
+    def dims(size: str) -> tuple[int, int] | None:
+        found = _SIZE_PATTERN.match(size)
+        return (int(found[1]), int(found[2])) if found else None
+
+    now = dims(current) or (1, 1)
+    same = [d for d in (dims(size) for size in sizes) if d and shape(*d) == shape(*now)]
+    if not same:
+        return None
+    width, height = max(same, key=lambda d: d[0] * d[1])
+    return f"{width}x{height}"

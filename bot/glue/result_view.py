@@ -1,4 +1,4 @@
-"""The buttons under every result: reroll, edit the prompt, remix, details, delete.
+"""The buttons under every result: reroll, edit the prompt, remix, larger, details, delete.
 
 Each button is a discord.py `DynamicItem` whose custom_id carries the generation's id, so a
 press works after a restart and weeks later with no view kept in memory: the id is all the
@@ -85,6 +85,14 @@ class EditButton(_ResultButton, template=r"imagine:edit:(?P<id>[0-9]{1,20})"):
     label = "Edit prompt"
 
 
+class LargerButton(_ResultButton, template=r"imagine:larger:(?P<id>[0-9]{1,20})"):
+    """The result rendered again at the model's largest size, through the edit route."""
+
+    action = "larger"
+    emoji = "\u2b06\ufe0f"
+    label = "Larger"
+
+
 class DetailsButton(_ResultButton, template=r"imagine:details:(?P<id>[0-9]{1,20})"):
     """Details: everything about the generation, privately."""
 
@@ -110,11 +118,18 @@ class DeleteButton(_ResultButton, template=r"imagine:delete:(?P<id>[0-9]{1,20})"
     style = discord.ButtonStyle.danger
 
 
-BUTTONS: Final = (RerollButton, EditButton, RemixButton, DetailsButton, DeleteButton)
+BUTTONS: Final = (
+    RerollButton,
+    EditButton,
+    RemixButton,
+    LargerButton,
+    DetailsButton,
+    DeleteButton,
+)
 
 
 def result_view(generation_id: int) -> ui.View:
-    """One row of the five buttons for a result; nothing of it is kept in memory."""
+    """The buttons for a result (discord.py lays them out in rows of 5); nothing is kept."""
     view = ui.View(timeout=None)
     for button in BUTTONS:
         view.add_item(button(generation_id))

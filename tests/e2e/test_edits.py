@@ -176,3 +176,40 @@ def _inputs(modal: dict[str, Any]) -> dict[str, str]:
     for top in modal.get("components", []):
         walk(top, None)
     return found
+
+
+def _button(message: dict[str, Any], label: str) -> str:
+    return next(
+        b["custom_id"]
+        for row in message["components"]
+        for b in row["components"]
+        if b["label"] == label
+    )
+
+
+async def test_larger_renders_the_result_again_at_the_largest_size_for_the_presser(
+    bot: Harness,
+) -> None:
+    """gpt-image-2 square result: an edit at 2048x2048 of that image, billed to the presser."""
+    first = await delivered(
+        bot, await bot.imagine(prompt="a cat", model="gpt-image-2", user_id=MEMBER)
+    )
+    served = bot.comet.calls[0].served_images
+    press = await bot.discord.press(first, _button(first, "Larger"), user_id=OTHER)
+    await delivered(bot, press)
+    (call,) = bot.comet.edit_calls
+    assert call.fields["size"] == "2048x2048"
+    assert call.fields["prompt"] == "a cat"
+    assert [part.data for part in call.images] == served
+    assert rows(bot, "user_id, kind, parent_id") == [
+        (MEMBER, "generation", None),
+        (OTHER, "edit", 1),
+    ]
+
+
+async def test_larger_on_a_model_that_does_not_edit_is_refused(bot: Harness) -> None:
+    """dall-e-3 cannot take its own image back: a private sentence, nothing billed."""
+    first = await delivered(bot, await bot.imagine(prompt="a cat", model="dall-e-3"))
+    press = await bot.discord.press(first, _button(first, "Larger"), user_id=MEMBER)
+    assert "only models that edit can" in await refusal(press)
+    assert bot.comet.edit_calls == []

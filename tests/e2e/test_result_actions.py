@@ -48,11 +48,11 @@ async def private_text(handle: InteractionHandle) -> str:
     return str(callback.json["data"].get("content"))
 
 
-async def test_a_result_carries_five_buttons_naming_its_generation(bot: Harness) -> None:
-    """Reroll, edit, remix, details, delete, each with the generation id in its custom_id."""
+async def test_a_result_carries_six_buttons_naming_its_generation(bot: Harness) -> None:
+    """Reroll, edit, remix, larger, details, delete, each with the generation id in its id."""
     message = await result_of(bot, await bot.imagine(prompt="a cat", user_id=MEMBER))
     found = buttons(message)
-    assert set(found) == {"Reroll", "Edit prompt", "Remix", "Details", "Delete"}
+    assert set(found) == {"Reroll", "Edit prompt", "Remix", "Larger", "Details", "Delete"}
     ((row_id,),) = rows(Path(bot.app.settings.database_path), "id")
     assert all(custom_id.endswith(f":{row_id}") for custom_id in found.values())
 

@@ -8,6 +8,7 @@ generation of the member who pressed, under their limits, through the same path 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Final
 
 import discord
@@ -15,11 +16,12 @@ from discord import app_commands, ui
 from discord.app_commands import Range
 from discord.ext import commands
 
-from bot.core.catalog import CATALOG
+from bot.core.catalog import CATALOG, largest_size
 from bot.core.service import GenerationService
 from bot.core.validation import ImagineOptions, InvalidOption, validate
 from bot.glue.cogs.imagine import ImagineCog
 from bot.glue.errors import answer
+from bot.glue.remix import message_images
 from bot.glue.render import ResultLink, details_embed, history_embed, jump_url
 from bot.glue.result_view import ACTIONS_COG
 from bot.ledger.results import HISTORY_MAX, StoredGeneration, history, mark_deleted
@@ -35,6 +37,15 @@ _MODAL_TITLE: Final = "Edit the prompt"
 def _can_moderate(interaction: discord.Interaction) -> bool:
     permissions = interaction.permissions
     return permissions.manage_messages or permissions.administrator
+
+
+def _shown_size(message: discord.Message | None, stored: str) -> str:
+    """The result's real size: its first image's, since `auto` says nothing of its shape."""
+    if message is not None and message.attachments:
+        first = message.attachments[0]
+        if first.width and first.height:
+            return f"{first.width}x{first.height}"
+    return stored
 
 
 class EditPromptModal(ui.Modal):
@@ -107,6 +118,8 @@ class ResultActions(commands.Cog, name=ACTIONS_COG):
                 await answer(interaction, "This result's message is gone.")
                 return
             await self._imagine.open_remix(interaction, interaction.message)
+        elif action == "larger":
+            await self._larger(interaction, row)
         elif action in ("reroll", "edit") and row.kind == "edit":
             await answer(
                 interaction,
@@ -163,17 +176,56 @@ class ResultActions(commands.Cog, name=ACTIONS_COG):
         except InvalidOption as error:
             await answer(interaction, f"\u26a0\ufe0f {error.message}")
             return
-        url = (
-            jump_url(row.guild_id, row.result_channel_id, row.result_message_id)
-            if row.result_channel_id and row.result_message_id and not row.deleted_at
-            else None
-        )
+        url = self._jump(row)
         await self._imagine.run_request(
             interaction,
             request,
             private=row.private,
             parent=ResultLink(row.id, None if row.private else url),
         )
+
+    async def _larger(self, interaction: discord.Interaction, row: StoredGeneration) -> None:
+        """The result again at the model's largest size of its shape, from its own image."""
+        spec = CATALOG.get(row.model)
+        if spec is None or spec.edit is None:
+            await answer(
+                interaction,
+                f"{row.model} cannot render an image again larger: only models that edit can.",
+            )
+            return
+        images = message_images(interaction.message, 1) if interaction.message else []
+        current = _shown_size(interaction.message, row.size)
+        target = largest_size(spec.sizes, current)
+        if target is None or target == current:
+            await answer(interaction, f"This result is already the largest size {row.model} makes.")
+            return
+        options = await self._options_of(interaction, row) if images else None
+        if not images:
+            await answer(interaction, "This result's image is no longer there to enlarge.")
+            return
+        if options is None:
+            return
+        larger = replace(
+            options,
+            size=target,
+            n=1,
+            # Keep the picture as it is where the model can be told to (OpenAI's schema).
+            input_fidelity="high" if spec.edit.takes_input_fidelity else None,
+        )
+        await self._imagine.run_edit(
+            interaction,
+            larger,
+            images,
+            None,
+            private=row.private,
+            parent=ResultLink(row.id, None if row.private else self._jump(row)),
+        )
+
+    @staticmethod
+    def _jump(row: StoredGeneration) -> str | None:
+        if row.result_channel_id and row.result_message_id and not row.deleted_at:
+            return jump_url(row.guild_id, row.result_channel_id, row.result_message_id)
+        return None
 
     async def _delete(self, interaction: discord.Interaction, row: StoredGeneration) -> None:
         if interaction.user.id != row.user_id and not _can_moderate(interaction):

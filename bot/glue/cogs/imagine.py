@@ -205,6 +205,7 @@ class ImagineCog(commands.Cog):
         mask: AttachmentLike | None,
         *,
         private: bool,
+        parent: ResultLink | None = None,
     ) -> None:
         """Fetch and check the images, then run the edit like any request.
 
@@ -238,7 +239,9 @@ class ImagineCog(commands.Cog):
         except (ReferenceRefused, InvalidOption) as error:
             await self._refuse(interaction, f"\u26a0\ufe0f {error.message}")
             return
-        await self.run_request(interaction, request, private=private, deferred=deferred)
+        await self.run_request(
+            interaction, request, private=private, deferred=deferred, parent=parent
+        )
 
     async def open_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The remix form for a message's images, or a private word when it has none."""
