@@ -213,3 +213,24 @@ async def test_larger_on_a_model_that_does_not_edit_is_refused(bot: Harness) -> 
     press = await bot.discord.press(first, _button(first, "Larger"), user_id=MEMBER)
     assert "only models that edit can" in await refusal(press)
     assert bot.comet.edit_calls == []
+
+
+async def test_a_vanished_attachment_is_refused_privately(bot: Harness) -> None:
+    """Deleted before the bot fetched it: a private sentence naming it, nothing billed."""
+    handle = await bot.imagine(prompt="x", model="gpt-image-2", image=png("gone.png").vanished())
+    text = await refusal(handle)
+    assert "`gone.png` could not be downloaded" in text
+    assert bot.comet.edit_calls == []
+
+
+async def test_a_slow_download_is_acknowledged_in_time_and_then_edited(bot: Harness) -> None:
+    """A 1.8 s download: the deferral comes within Discord's 3 s, the edit after it."""
+    handle = await bot.imagine(
+        prompt="slowly", model="gpt-image-2", image=png("slow.png", seed=3).slow(delay=1.8)
+    )
+    callback = await handle.wait_for_callback(timeout=5)
+    assert callback.json["type"] == 5
+    await delivered(bot, handle)
+    assert len(bot.comet.edit_calls) == 1
+    first_fetch = bot.discord.cdn_fetches[0]
+    assert first_fetch.complete
