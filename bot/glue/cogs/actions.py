@@ -8,6 +8,7 @@ generation of the member who pressed, under their limits, through the same path 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import replace
 from typing import Final
 
@@ -52,7 +53,11 @@ class EditPromptModal(ui.Modal):
     """The prompt (and size and quality where the model has them), prefilled."""
 
     def __init__(self, actions: ResultActions, row: StoredGeneration, options: ImagineOptions):
-        super().__init__(title=_MODAL_TITLE, custom_id=f"imagine:edit-form:{row.id}")
+        # Unique per opening: discord.py keeps open modals by custom_id alone, and two
+        # members may edit from the same result at once.
+        super().__init__(
+            title=_MODAL_TITLE, custom_id=f"imagine:edit-form:{row.id}:{secrets.token_hex(4)}"
+        )
         self._actions = actions
         self._row = row
         self._options = options
