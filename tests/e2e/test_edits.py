@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.core.catalog import CATALOG, editing_models
-from tests.e2e.harness import Harness
+from tests.e2e.harness import Harness, fakes, run_bot
 from tests.fakes.discord_payloads import AttachmentInput
 from tests.fakes.fake_discord import InteractionHandle
 from tests.fakes.images import make_png, make_transparent_png
@@ -234,3 +234,17 @@ async def test_a_slow_download_is_acknowledged_in_time_and_then_edited(bot: Harn
     assert len(bot.comet.edit_calls) == 1
     first_fetch = bot.discord.cdn_fetches[0]
     assert first_fetch.complete
+
+
+async def test_an_image_without_a_model_uses_one_that_edits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEFAULT_MODEL dall-e-3 does not edit: an image with no model goes to gpt-image-2."""
+    async with (
+        fakes() as (fake, comet),
+        run_bot(fake, comet, tmp_path / "usage.db", monkeypatch, default_model="dall-e-3") as bot,
+    ):
+        handle = await bot.imagine(prompt="x", image=png("a.png"))
+        await delivered(bot, handle)
+        (call,) = comet.edit_calls
+        assert call.fields["model"] == "gpt-image-2"

@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Final, Protocol, runtime_checkable
 
 import discord
@@ -213,6 +214,9 @@ class ImagineCog(commands.Cog):
         stays private; a slow download is acknowledged first (within Discord's 3 s), and a
         refusal found after it replaces the bot's reply.
         """
+        if options.model is None:
+            # No model named: the bot's default if it edits, else one that does.
+            options = replace(options, model=edit_model(self._default_model))
         spec = CATALOG.get(options.model or self._default_model)
         if spec is not None and spec.edit is None:
             await self._refuse(
