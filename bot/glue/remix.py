@@ -70,10 +70,17 @@ class ReferenceFetcher:
         )
 
 
+# CometAPI's image-editing page recommends it for edits
+# (https://apidoc.cometapi.com/api/image/openai/image-editing).
+RECOMMENDED_EDIT_MODEL: Final = "gpt-image-2"
+
+
 def edit_model(default_model: str) -> str:
-    """The model a remix uses: the bot's default when it edits, else the first that does."""
-    spec = CATALOG[default_model]
-    return default_model if spec.edit is not None else editing_models()[0]
+    """The model an edit with no model named uses: the default if it edits, else CometAPI's."""
+    if CATALOG[default_model].edit is not None:
+        return default_model
+    editing = editing_models()
+    return RECOMMENDED_EDIT_MODEL if RECOMMENDED_EDIT_MODEL in editing else editing[0]
 
 
 def message_images(message: discord.Message, limit: int) -> list[AttachmentLike]:
