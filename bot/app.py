@@ -113,6 +113,9 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
             guild_ids=settings.discord_guild_ids,
             fetcher=ReferenceFetcher(session, settings.discord_api_base_url),
             custom_gateway=settings.discord_api_base_url != DISCORD_API_BASE,
+            shard_count=settings.shard_count,
+            shard_ids=settings.shard_ids,
+            syncs_commands=settings.syncs_commands,
         )
         try:
             async with Supervisor() as background:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_PATH: Final = Path("data/usage.db")
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     user_daily_budget_usd: float | None = Field(default=None, gt=0)
     bot_daily_budget_usd: float | None = Field(default=None, gt=0)
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: Annotated[tuple[int, ...], NoDecode] = ()
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     log_level: str = "INFO"
     price_file: Path | None = None
@@ -76,7 +78,31 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of: {', '.join(CATALOG)}")
         return value
 
-    @field_validator("discord_guild_ids", mode="before")
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _blank_count(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT")
+        if self.shard_count is not None and any(
+            not 0 <= shard < self.shard_count for shard in self.shard_ids
+        ):
+            raise ValueError(
+                f"SHARD_IDS must be between 0 and SHARD_COUNT-1 ({self.shard_count - 1})"
+            )
+        return self
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Whether this process registers the commands: the one that runs shard 0 (or all)."""
+        return not self.shard_ids or 0 in self.shard_ids
+
+    @field_validator("discord_guild_ids", "shard_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):

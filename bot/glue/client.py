@@ -58,6 +58,9 @@ class ImagineBot(commands.AutoShardedBot):
         guild_ids: tuple[int, ...],
         fetcher: ReferenceFetcher,
         custom_gateway: bool = False,
+        shard_count: int | None = None,
+        shard_ids: tuple[int, ...] = (),
+        syncs_commands: bool = True,
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
@@ -76,7 +79,12 @@ class ImagineBot(commands.AutoShardedBot):
             # Interactions work before the guild cache is complete, so waiting the default
             # 2 s after the last GUILD_CREATE only delays the ready line.
             guild_ready_timeout=0.5,
+            # Unset, discord.py asks GET /gateway/bot for the count; set, this process runs
+            # its slice of the shards (all of them when SHARD_IDS is empty).
+            shard_count=shard_count,
+            shard_ids=list(shard_ids) if shard_ids else None,  # type: ignore[arg-type]
         )
+        self._syncs_commands = syncs_commands
         self._custom_gateway = custom_gateway
         self._fetcher = fetcher
         self._service = service
@@ -97,7 +105,12 @@ class ImagineBot(commands.AutoShardedBot):
         self.add_dynamic_items(*BUTTONS)
         await self.add_cog(UsageCog(self._service))
         await self.add_cog(AdminCog(self._service))
-        await self.sync_commands_if_changed()
+        # With shards split over processes, only the one running shard 0 registers the
+        # commands: every process would otherwise sync at once at each rollout.
+        if self._syncs_commands:
+            await self.sync_commands_if_changed()
+        else:
+            log.info("commands are registered by the process that runs shard 0")
 
     def _command_payload(self, guild: discord.Object | None) -> list[dict[str, object]]:
         return [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
