@@ -22,4 +22,8 @@ RUN pip install --no-cache-dir .
 USER 10001:10001
 VOLUME ["/data"]
 
+# Asks /healthz when METRICS_PORT is set (gateway, database, image API); passes otherwise.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "bot", "healthcheck"]
+
 CMD ["python", "-m", "bot"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -20,7 +22,7 @@ from bot.core.pricing import PriceFileError
 from bot.docs import model_table_block
 from bot.ledger.store import LedgerInUse
 from bot.logs import configure_logging
-from bot.settings import Settings, StorageSettings, describe_settings_error
+from bot.settings import ProbeSettings, Settings, StorageSettings, describe_settings_error
 
 
 def load_settings() -> Settings | None:
@@ -32,6 +34,28 @@ def load_settings() -> Settings | None:
         return None
 
 
+def probe_health() -> int:
+    """0 when the bot on this host answers /healthz with 200, or has no METRICS_PORT set."""
+    try:
+        port = ProbeSettings().metrics_port
+    except ValidationError as error:
+        print(describe_settings_error(error), file=sys.stderr)
+        return 2
+    if port is None:
+        print("METRICS_PORT is not set: no health endpoint to ask")
+        return 0
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            print(response.read().decode(errors="replace"))
+            return 0
+    except urllib.error.HTTPError as error:
+        print(error.read().decode(errors="replace"), file=sys.stderr)
+    except (urllib.error.URLError, TimeoutError) as error:
+        print(f"no answer from {url}: {type(error).__name__}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen command."""
     parser = argparse.ArgumentParser(prog="python -m bot", description="imagine-bot")
@@ -39,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("run", help="run the bot (the default)")
     commands.add_parser("models", help="print the model table the README shows")
     commands.add_parser("check", help="check the settings, Discord, CometAPI and the database")
+    commands.add_parser(
+        "healthcheck", help="ask the running bot's /healthz (METRICS_PORT); for containers"
+    )
     report_cli.add_arguments(
         commands.add_parser(
             "report", help="print a usage report from the database (needs no Discord token)"
@@ -48,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "models":
         print(model_table_block())
         return 0
+    if args.command == "healthcheck":
+        return probe_health()
     if args.command == "report":
         # Only the database's location: an operator's shell need not hold the bot's secrets.
         try:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,12 +21,16 @@ from bot.glue.client import DISCORD_API_BASE, ImagineBot, point_discord_at
 from bot.glue.remix import ReferenceFetcher
 from bot.ledger.store import UsageLedger, open_ledger
 from bot.loopwatch import LoopLagMonitor
+from bot.metrics import HealthChecks, Metrics, MetricsServer
+from bot.observe import GenerationWatch, database_answers
 from bot.settings import Settings
 from bot.supervise import Supervisor
 
 log = logging.getLogger("bot")
 
 USER_AGENT = f"imagine-bot/{__version__}"
+# With metrics on and LOOP_LAG_LOG_S off, the lag gauge is the worst of each such window.
+METRICS_LAG_WINDOW_S = 5.0
 
 
 @dataclass
@@ -89,6 +93,8 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
         stale = await ledger.mark_stale_pending()
         if stale:
             log.warning("closed %d generation(s) an earlier run left pending", stale)
+        metrics = Metrics() if settings.metrics_port else None
+        watch = GenerationWatch(metrics) if metrics else None
         client = CometAPIClient(
             session,
             base_url=settings.cometapi_base_url,
@@ -106,6 +112,7 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
                 bot_daily_budget_usd=settings.bot_daily_budget_usd,
             ),
             prices=prices,
+            observer=watch,
         )
         bot = ImagineBot(
             service,
@@ -125,14 +132,51 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
                 background.start(
                     "price-refresh", lambda: keep_prices_fresh(session, url, ledger, prices)
                 )
-                if settings.loop_lag_log_s > 0:
-                    monitor = LoopLagMonitor(report_every_s=settings.loop_lag_log_s)
+                lag_window = settings.loop_lag_log_s
+                if lag_window > 0 or metrics:
+                    monitor = LoopLagMonitor(
+                        report_every_s=lag_window or METRICS_LAG_WINDOW_S,
+                        log_lines=lag_window > 0,
+                        on_window=metrics.observe_loop_lag if metrics else None,
+                    )
                     background.start("loop-lag", monitor.run)
-                yield App(settings, session, ledger, service, bot)
+                async with AsyncExitStack() as exposed:
+                    if metrics and watch and settings.metrics_port:
+                        metrics.track(
+                            queue_depth=lambda: service.slots.waiting,
+                            in_flight=lambda: service.in_flight,
+                        )
+                        await exposed.enter_async_context(
+                            MetricsServer(
+                                metrics,
+                                health_checks(bot, ledger, watch),
+                                host=settings.metrics_host,
+                                port=settings.metrics_port,
+                            )
+                        )
+                        log.info(
+                            "metrics and health on http://%s:%d/metrics and /healthz",
+                            settings.metrics_host,
+                            settings.metrics_port,
+                        )
+                    yield App(settings, session, ledger, service, bot)
         finally:
             if not bot.is_closed():
                 await bot.close()
             client.close()
+
+
+def health_checks(bot: ImagineBot, ledger: UsageLedger, watch: GenerationWatch) -> HealthChecks:
+    """What /healthz asks: the gateway, the database and the image API's view of the key."""
+
+    async def gateway() -> tuple[bool, str]:
+        connected = bot.is_ready() and not bot.is_closed()
+        return connected, "connected" if connected else "not connected"
+
+    async def database() -> tuple[bool, str]:
+        return await database_answers(ledger.reader)
+
+    return HealthChecks(gateway=gateway, database=database, image_api=watch.image_api)
 
 
 async def run_until_signalled(settings: Settings) -> int:

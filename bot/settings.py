@@ -22,6 +22,19 @@ class StorageSettings(BaseSettings):
     database_path: Path = DEFAULT_DATABASE_PATH
 
 
+class ProbeSettings(BaseSettings):
+    """Only where the health endpoint is: what `python -m bot healthcheck` needs."""
+
+    model_config = _ENV
+
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _blank(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 class Settings(BaseSettings):
     """Everything the bot can be configured with; see `.env.example` for the meaning of each."""
 
@@ -46,6 +59,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     price_file: Path | None = None
     loop_lag_log_s: float = Field(default=0.0, ge=0)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("price_file", "user_daily_budget_usd", "bot_daily_budget_usd", mode="before")
     @classmethod
@@ -78,7 +93,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of: {', '.join(CATALOG)}")
         return value
 
-    @field_validator("shard_count", mode="before")
+    @field_validator("shard_count", "metrics_port", mode="before")
     @classmethod
     def _blank_count(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

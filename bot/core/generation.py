@@ -65,6 +65,10 @@ class Timings:
     upload_ms: int = 0
 
 
+FinishedObserver = Callable[["Generation"], None]
+"""Told of every generation once its final status is set (metrics, health)."""
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationDeps:
     """What every generation of the process shares; the service builds it once."""
@@ -73,6 +77,7 @@ class GenerationDeps:
     ledger: UsageLedger
     prices: PriceBook
     slots: FairSlots
+    observer: FinishedObserver | None = None
 
 
 @dataclass(eq=False)
@@ -278,6 +283,7 @@ class Generation:
             upload_ms=self.timings.upload_ms if self._upload_started is not None else None,
         )
         self.final = final
+        self._tell_observer()
         level = logging.INFO if final.status == "delivered" else logging.WARNING
         detail = f"images={final.images_delivered} billed={int(self.billed)}"
         if final.error_code:
@@ -294,6 +300,21 @@ class Generation:
                 "the next start closes the row",
                 self.request_id,
             )
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The estimated cost of upstream's answer, when it was billed."""
+        return self._answer.cost_usd if self._answer else None
+
+    def _tell_observer(self) -> None:
+        observer = self._deps.observer
+        if observer is None:
+            return
+        try:
+            observer(self)
+        except Exception:
+            # Metrics must never change a generation's outcome.
+            log.exception("generation observer failed request_id=%s", self.request_id)
 
     def _expect(self, phase: Phase) -> None:
         if self.phase is not phase:

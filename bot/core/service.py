@@ -16,7 +16,13 @@ from datetime import datetime
 from typing import Final
 
 from bot.core.cometapi import CometAPIClient
-from bot.core.generation import Generation, GenerationDeps, Phase, Requester
+from bot.core.generation import (
+    FinishedObserver,
+    Generation,
+    GenerationDeps,
+    Phase,
+    Requester,
+)
 from bot.core.pricing import PriceBook
 from bot.core.slots import FairSlots
 from bot.core.validation import GenerationRequest
@@ -86,12 +92,13 @@ class GenerationService:
         slots: FairSlots,
         operator: OperatorLimits | None = None,
         prices: PriceBook | None = None,
+        observer: FinishedObserver | None = None,
     ) -> None:
         self._ledger = ledger
         self._limits = LimitsStore(ledger.connection, ledger.now)
         self._prices = prices or PriceBook()
         self._operator = operator or OperatorLimits()
-        self._deps = GenerationDeps(client, ledger, self._prices, slots)
+        self._deps = GenerationDeps(client, ledger, self._prices, slots, observer)
         self._accepting = True
         self._live: dict[Generation, asyncio.Task[object]] = {}
         self._idle = asyncio.Event()
