@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         settings.log_level,
         [settings.discord_token.get_secret_value(), settings.cometapi_key.get_secret_value()],
+        json_lines=settings.log_format == "json",
     )
     try:
         return asyncio.run(run_until_signalled(settings))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
+from typing import Final
 
 REDACTED = "[redacted]"
 
@@ -49,11 +52,45 @@ class _ExcTextFormatter(logging.Formatter):
         return text
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> logging.Handler:
+# `key=value` pairs of our structured lines; a value is a bare word or a Python repr.
+_FIELD: Final = re.compile(r"""(?<!\S)([a-z_]+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and each `key=value` field.
+
+    The message is the redacted text (the filter runs first), so the fields are too.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        document: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        for key, value in _FIELD.findall(message):
+            if key not in document:
+                document[key] = value[1:-1] if value[:1] in "'\"" else value
+        if record.exc_text:
+            document["traceback"] = record.exc_text
+        elif record.exc_info:
+            document["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)
+
+
+def configure_logging(
+    level: str, secrets: Iterable[str], *, json_lines: bool = False
+) -> logging.Handler:
     """Send every logger to stderr through the redaction filter; return the handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _ExcTextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        JsonFormatter()
+        if json_lines
+        else _ExcTextFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"
+        )
     )
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     shard_ids: Annotated[tuple[int, ...], NoDecode] = ()
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     price_file: Path | None = None
     loop_lag_log_s: float = Field(default=0.0, ge=0)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

@@ -51,3 +51,32 @@ def test_short_secrets_are_not_used_as_patterns(
     logger, stream = captured
     logger.info("a short sentence")
     assert stream.getvalue().strip().endswith("a short sentence")
+
+
+def test_json_lines_carry_the_same_fields_and_are_redacted() -> None:
+    """LOG_FORMAT=json: one object per line with each key=value field; secrets removed."""
+    import json
+
+    from bot.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter([KEY]))
+    logger = logging.getLogger("test.json")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.warning(
+        "generation outcome=%s request_id=%s detail=%r", "failed", "r1", f"bad key {KEY}"
+    )
+    try:
+        raise RuntimeError(f"boom {KEY}")
+    except RuntimeError:
+        logger.exception("unhandled error error_id=%s", "e1")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["level"], first["outcome"], first["request_id"]) == ("WARNING", "failed", "r1")
+    assert first["detail"] == f"bad key {REDACTED}"
+    assert second["error_id"] == "e1"
+    assert "RuntimeError" in second["traceback"]
+    assert KEY not in stream.getvalue()
