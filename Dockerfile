@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-FROM python:3.11-slim
+# An exact version: a rebuild gets the same interpreter and Debian base.
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -14,10 +15,13 @@ RUN groupadd --system --gid 10001 bot \
     && mkdir -p /data \
     && chown bot:bot /data
 
-# Dependencies come from pyproject.toml; the package is copied first so the layer is cached.
+# Pinned dependencies first (requirements.lock, compiled from pyproject.toml), so the layer
+# is cached and every build installs the same versions; then the package itself, alone.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 
 USER 10001:10001
 VOLUME ["/data"]
