@@ -102,6 +102,8 @@ class RemixSource:
 
     images: tuple[AttachmentLike, ...]
     model: str
+    private: bool = False
+    """Whether the remix stays with the requester (a private result's remix does)."""
 
 
 class RemixModal(ui.Modal):

@@ -249,3 +249,18 @@ async def test_an_image_without_a_model_uses_one_that_edits(
         await delivered(bot, handle)
         (call,) = comet.edit_calls
         assert call.fields["model"] == "gpt-image-2"
+
+
+async def test_a_private_results_remix_stays_private(bot: Harness) -> None:
+    """Remix from a private result: the new result is ephemeral too."""
+    first = await delivered(
+        bot, await bot.imagine(prompt="secret", model="gpt-image-2", user_id=MEMBER, private=True)
+    )
+    press = await bot.discord.press(first, _button(first, "Remix"), user_id=MEMBER)
+    await press.wait_for_callback()
+    (field,) = _inputs(press.modal or {}).values()
+    remix = await press.submit_modal({field: "in the rain"})
+    deferred = await remix.wait_for_callback()
+    assert deferred.json["data"]["flags"] & EPHEMERAL
+    await delivered(bot, remix)
+    assert rows(bot, "private, kind") == [(1, "generation"), (1, "edit")]

@@ -122,7 +122,7 @@ class ResultActions(commands.Cog, name=ACTIONS_COG):
             if interaction.message is None:
                 await answer(interaction, "This result's message is gone.")
                 return
-            await self._imagine.open_remix(interaction, interaction.message)
+            await self._imagine.open_remix(interaction, interaction.message, private=row.private)
         elif action == "larger":
             await self._larger(interaction, row)
         elif action in ("reroll", "edit") and row.kind == "edit":

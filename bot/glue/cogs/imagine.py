@@ -247,7 +247,9 @@ class ImagineCog(commands.Cog):
             interaction, request, private=private, deferred=deferred, parent=parent
         )
 
-    async def open_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
+    async def open_remix(
+        self, interaction: discord.Interaction, message: discord.Message, *, private: bool = False
+    ) -> None:
         """The remix form for a message's images, or a private word when it has none."""
         model = edit_model(self._default_model)
         edit = CATALOG[model].edit
@@ -256,7 +258,7 @@ class ImagineCog(commands.Cog):
         if not images:
             await self._refuse(interaction, "This message has no image to remix.")
             return
-        source = RemixSource(tuple(images), model)
+        source = RemixSource(tuple(images), model, private)
         await interaction.response.send_modal(RemixModal(source, self._remix_submitted))
 
     async def _remix_message(
@@ -268,7 +270,7 @@ class ImagineCog(commands.Cog):
         self, interaction: discord.Interaction, source: RemixSource, prompt: str
     ) -> None:
         options = ImagineOptions(prompt=prompt, model=source.model)
-        await self.run_edit(interaction, options, source.images, None, private=False)
+        await self.run_edit(interaction, options, source.images, None, private=source.private)
 
     async def run_request(
         self,
