@@ -121,3 +121,20 @@ async def fakes() -> AsyncIterator[tuple[FakeDiscord, FakeCometAPI]]:
     """A fresh fake Discord and fake CometAPI."""
     async with FakeDiscord() as fake, FakeCometAPI(api_key=COMET_KEY) as comet:
         yield fake, comet
+
+
+def modal_inputs(modal: dict[str, Any]) -> dict[str, str]:
+    """A modal's text inputs: label -> custom_id (classic action rows or Label wrappers)."""
+    found: dict[str, str] = {}
+
+    def walk(component: dict[str, Any], label: str | None) -> None:
+        if component.get("type") == 4:
+            found[component.get("label") or label or ""] = component["custom_id"]
+        for child in component.get("components", []):
+            walk(child, label)
+        if "component" in component:
+            walk(component["component"], component.get("label"))
+
+    for top in modal.get("components", []):
+        walk(top, None)
+    return found

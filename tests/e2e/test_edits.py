@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.core.catalog import CATALOG, editing_models
-from tests.e2e.harness import Harness, fakes, run_bot
+from tests.e2e.harness import Harness, fakes, modal_inputs, run_bot
 from tests.fakes.discord_payloads import AttachmentInput
 from tests.fakes.fake_discord import InteractionHandle
 from tests.fakes.images import make_png, make_transparent_png
@@ -128,7 +128,7 @@ async def test_remix_another_members_message_from_the_context_menu(bot: Harness)
     menu = await bot.discord.invoke_message_command("Remix with imagine", message, user_id=MEMBER)
     await menu.wait_for_callback()
     assert menu.modal is not None
-    (field,) = _inputs(menu.modal).values()
+    (field,) = modal_inputs(menu.modal).values()
     result = await delivered(bot, await menu.submit_modal({field: "as a postcard"}))
     (call,) = bot.comet.edit_calls
     assert [part.data for part in call.images] == [photo.data]
@@ -149,7 +149,7 @@ async def test_remix_our_own_result_from_its_button(bot: Harness) -> None:
     )
     press = await bot.discord.press(first, custom_id, user_id=OTHER)
     await press.wait_for_callback()
-    (field,) = _inputs(press.modal or {}).values()
+    (field,) = modal_inputs(press.modal or {}).values()
     await delivered(bot, await press.submit_modal({field: "in the snow"}, user_id=OTHER))
     (call,) = bot.comet.edit_calls
     assert [part.data for part in call.images] == served
@@ -161,22 +161,6 @@ async def test_a_message_without_images_cannot_be_remixed(bot: Harness) -> None:
     message = bot.discord.user_message("just words", user_id=OTHER)
     menu = await bot.discord.invoke_message_command("Remix with imagine", message, user_id=MEMBER)
     assert "no image to remix" in await refusal(menu)
-
-
-def _inputs(modal: dict[str, Any]) -> dict[str, str]:
-    found: dict[str, str] = {}
-
-    def walk(component: dict[str, Any], label: str | None) -> None:
-        if component.get("type") == 4:
-            found[component.get("label") or label or ""] = component["custom_id"]
-        for child in component.get("components", []):
-            walk(child, label)
-        if "component" in component:
-            walk(component["component"], component.get("label"))
-
-    for top in modal.get("components", []):
-        walk(top, None)
-    return found
 
 
 def _button(message: dict[str, Any], label: str) -> str:
@@ -258,7 +242,7 @@ async def test_a_private_results_remix_stays_private(bot: Harness) -> None:
     )
     press = await bot.discord.press(first, _button(first, "Remix"), user_id=MEMBER)
     await press.wait_for_callback()
-    (field,) = _inputs(press.modal or {}).values()
+    (field,) = modal_inputs(press.modal or {}).values()
     remix = await press.submit_modal({field: "in the rain"})
     deferred = await remix.wait_for_callback()
     assert deferred.json["data"]["flags"] & EPHEMERAL

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Harness, fakes, run_bot
+from tests.e2e.harness import Harness, fakes, modal_inputs, run_bot
 from tests.fakes.discord_payloads import MANAGER_PERMISSIONS, MEMBER_PERMISSIONS
 from tests.fakes.fake_discord import InteractionHandle
 
@@ -117,34 +117,17 @@ async def test_edit_prompt_opens_a_prefilled_form_and_validates_like_imagine(
     modal = press.modal
     assert modal is not None
     assert "a red fox" in str(modal)
-    inputs = _inputs(modal)
+    inputs = modal_inputs(modal)
     refused = await press.submit_modal({inputs["Prompt"]: "a blue fox", inputs["Size"]: "999x999"})
     assert "`size`" in await private_text(refused)
     assert len(bot.comet.calls) == 1
     press = await bot.discord.press(first, buttons(first)["Edit prompt"], user_id=MEMBER)
     await press.wait_for_callback()
-    inputs = _inputs(press.modal or {})
+    inputs = modal_inputs(press.modal or {})
     accepted = await press.submit_modal({inputs["Prompt"]: "a blue fox"})
     second = await result_of(bot, accepted)
     assert second["embeds"][0]["description"] == "a blue fox"
     assert bot.comet.calls[-1].json["prompt"] == "a blue fox"
-
-
-def _inputs(modal: dict[str, Any]) -> dict[str, str]:
-    """Text inputs of a modal: label -> custom_id (classic rows or Label wrappers)."""
-    found: dict[str, str] = {}
-
-    def walk(component: dict[str, Any], label: str | None) -> None:
-        if component.get("type") == 4:
-            found[component.get("label") or label or ""] = component["custom_id"]
-        for child in component.get("components", []):
-            walk(child, label)
-        if "component" in component:
-            walk(component["component"], component.get("label"))
-
-    for top in modal.get("components", []):
-        walk(top, None)
-    return found
 
 
 async def test_details_are_private_and_carry_the_request_id(bot: Harness) -> None:
@@ -231,7 +214,7 @@ async def test_another_member_edits_the_prompt_and_is_billed_for_it(bot: Harness
     first = await result_of(bot, await bot.imagine(prompt="a cat", user_id=MEMBER))
     press = await bot.discord.press(first, buttons(first)["Edit prompt"], user_id=OTHER)
     await press.wait_for_callback()
-    inputs = _inputs(press.modal or {})
+    inputs = modal_inputs(press.modal or {})
     await result_of(bot, await press.submit_modal({inputs["Prompt"]: "a dog"}, user_id=OTHER))
     database = Path(bot.app.settings.database_path)
     assert rows(database, "user_id, parent_id") == [(MEMBER, None), (OTHER, 1)]
