@@ -54,6 +54,8 @@ class Requester:
     user_id: int
     guild_id: int | None
     channel_id: int | None
+    parent_channel_id: int | None = None
+    """For a thread: the channel it is in (a server's allowed channels cover their threads)."""
 
 
 @dataclass(slots=True)

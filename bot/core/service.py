@@ -26,7 +26,7 @@ from bot.core.generation import (
 from bot.core.pricing import PriceBook
 from bot.core.slots import FairSlots
 from bot.core.validation import GenerationRequest
-from bot.ledger.limits import OPEN_POLICY, Ceilings, LimitsStore, Policy
+from bot.ledger.limits import OPEN_POLICY, Ceilings, LimitsStore, Policy, PromptBlocked
 from bot.ledger.periods import next_reset
 from bot.ledger.store import NewGeneration, UsageLedger
 
@@ -213,7 +213,27 @@ class GenerationService:
         if not self._accepting:
             raise ShuttingDown
         policy = await self._policy(requester)
-        refusal = policy.refusal(request.model, request.n)
+        refusal = policy.refusal(
+            request.model,
+            request.n,
+            channels=(requester.channel_id, requester.parent_channel_id),
+            prompt=request.prompt,
+        )
+        if isinstance(refusal, PromptBlocked):
+            # Kept apart from generations, for the server's admins: the term is not shown
+            # to the channel, only recorded here.
+            log.info(
+                "prompt refused by a blocked term guild=%s user=%s",
+                requester.guild_id,
+                requester.user_id,
+            )
+            await self._limits.record_refused(
+                requester.guild_id,
+                requester.user_id,
+                requester.channel_id,
+                "blocked_term",
+                refusal.term,
+            )
         if refusal is not None:
             raise refusal
         request_id = uuid.uuid4().hex[:16]

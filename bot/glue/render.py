@@ -17,11 +17,13 @@ from bot.core.validation import GenerationRequest, ImagineOptions, InvalidOption
 from bot.ledger.limits import (
     BudgetExhausted,
     BudgetScope,
+    ChannelNotAllowed,
     GuildLimits,
     LimitChange,
     LimitRefused,
     MemberBlocked,
     ModelNotAllowed,
+    PromptBlocked,
     QuotaExceeded,
     TooManyImages,
 )
@@ -132,6 +134,15 @@ def refusal_message(error: LimitRefused) -> str:
         return (
             f"\u26a0\ufe0f {what} {state}. It resets at 00:00 UTC, "
             f"{discord_time(error.resets_at, 'R')}."
+        )
+    if isinstance(error, ChannelNotAllowed):
+        where = ", ".join(f"<#{channel}>" for channel in error.channels[:10])
+        return f"\u26a0\ufe0f /imagine works only in these channels of this server: {where}."
+    if isinstance(error, PromptBlocked):
+        # Never echo the term: the member knows their prompt, the channel need not.
+        return (
+            "\u26a0\ufe0f Your prompt contains a word or phrase this server does not allow. "
+            "Nothing was sent or charged."
         )
     if isinstance(error, MemberBlocked):
         return "\u26a0\ufe0f A server admin has blocked you from making images in this server."
@@ -284,6 +295,8 @@ def limits_embed(
     blocked: tuple[int, ...],
     changes: tuple[LimitChange, ...],
     prices: tuple[ModelPrice, ...],
+    blocked_terms: tuple[str, ...] = (),
+    channels: tuple[int, ...] = (),
 ) -> discord.Embed:
     """The server's limits, the operator's ceilings, blocks, latest changes and prices."""
     embed = discord.Embed(title="Limits in this server", colour=_COLOUR)
@@ -305,6 +318,16 @@ def limits_embed(
     embed.add_field(
         name="Images per request",
         value="each model's maximum" if limits.max_n is None else f"at most {limits.max_n}",
+        inline=False,
+    )
+    embed.add_field(
+        name="Channels for /imagine",
+        value=_clip(", ".join(f"<#{c}>" for c in channels) or "every channel", _FIELD_VALUE),
+        inline=False,
+    )
+    embed.add_field(
+        name="Blocked words and phrases",
+        value=_clip(", ".join(f"||{term}||" for term in blocked_terms) or "none", _FIELD_VALUE),
         inline=False,
     )
     embed.add_field(

@@ -16,6 +16,7 @@ from typing import ClassVar, Final
 import aiosqlite
 
 from bot.core.catalog import CATALOG, MAX_N_OPTION
+from bot.core.prompt_rules import MAX_TERMS, check_term, find_blocked, normalize
 from bot.ledger.busy import retry_busy
 from bot.ledger.periods import to_db_time
 
@@ -65,6 +66,27 @@ class TooManyImages(LimitRefused):
         super().__init__(f"{requested} images requested, the server allows {max_n} at once")
         self.requested = requested
         self.max_n = max_n
+
+
+class ChannelNotAllowed(LimitRefused):
+    """The server lets /imagine work only in some channels, and not this one."""
+
+    default_name = "the server's channels for /imagine"
+
+    def __init__(self, channels: tuple[int, ...]) -> None:
+        super().__init__(f"not in an allowed channel ({len(channels)} allowed)")
+        self.channels = channels
+
+
+class PromptBlocked(LimitRefused):
+    """The prompt contains a word or phrase the server blocked; the term is not shown."""
+
+    default_name = "the server's blocked words"
+
+    def __init__(self, term: str) -> None:
+        super().__init__("the prompt contains a blocked term")
+        self.term = term
+        """For the log of refused attempts only: never echoed to the channel."""
 
 
 class Whose(StrEnum):
@@ -199,11 +221,30 @@ class Policy:
 
     limits: GuildLimits
     blocked: bool
+    blocked_terms: tuple[str, ...] = ()
+    allowed_channels: tuple[int, ...] = ()
+    """Empty: every channel."""
 
-    def refusal(self, model: str, n: int) -> LimitRefused | None:
-        """The first limit that refuses the request before any count is needed, if any."""
+    def refusal(
+        self,
+        model: str,
+        n: int,
+        *,
+        channels: tuple[int | None, ...] = (),
+        prompt: str = "",
+    ) -> LimitRefused | None:
+        """The first limit that refuses the request before any count is needed, if any.
+
+        `channels` are the request's channel and, for a thread, its parent: either being
+        allowed is enough.
+        """
         if self.blocked:
             return MemberBlocked()
+        if self.allowed_channels and not set(self.allowed_channels) & set(channels):
+            return ChannelNotAllowed(self.allowed_channels)
+        term = find_blocked(prompt, self.blocked_terms)
+        if term is not None:
+            return PromptBlocked(term)
         return self.limits.refusal(model, n)
 
 
@@ -220,6 +261,10 @@ class Action(StrEnum):
     BLOCK = "block"
     UNBLOCK = "unblock"
     RESET_DAY = "reset_day"
+    BLOCK_TERM = "block_term"
+    UNBLOCK_TERM = "unblock_term"
+    ALLOW_CHANNEL = "allow_channel"
+    DISALLOW_CHANNEL = "disallow_channel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,13 +383,94 @@ class LimitsStore:
         (row,) = await self._db.execute_fetchall(
             "SELECT l.user_daily_images, l.daily_budget_usd, l.allowed_models, l.max_n, "
             "EXISTS (SELECT 1 FROM guild_blocks AS b WHERE b.guild_id = q.guild_id "
-            "AND b.user_id = ?) "
+            "AND b.user_id = ?), "
+            "(SELECT json_group_array(term) FROM guild_blocked_terms AS t "
+            "WHERE t.guild_id = q.guild_id), "
+            "(SELECT json_group_array(channel_id) FROM guild_channels AS c "
+            "WHERE c.guild_id = q.guild_id) "
             "FROM (SELECT ? AS guild_id) AS q "
             "LEFT JOIN guild_limits AS l ON l.guild_id = q.guild_id",
             (user_id, guild_id),
         )
         limits = GuildLimits(row[0], row[1], _models_from_db(row[2]), row[3])
-        return Policy(limits, blocked=bool(row[4]))
+        return Policy(
+            limits,
+            blocked=bool(row[4]),
+            blocked_terms=tuple(json.loads(row[5])),
+            allowed_channels=tuple(int(channel) for channel in json.loads(row[6])),
+        )
+
+    async def blocked_terms(self, guild_id: int) -> tuple[str, ...]:
+        """The server's blocked words and phrases, normalized, in order."""
+        async with self._db.execute(
+            "SELECT term FROM guild_blocked_terms WHERE guild_id = ? ORDER BY term", (guild_id,)
+        ) as cursor:
+            return tuple(str(row[0]) for row in await cursor.fetchall())
+
+    async def allowed_channels(self, guild_id: int) -> tuple[int, ...]:
+        """The channels /imagine works in here; empty for every channel."""
+        async with self._db.execute(
+            "SELECT channel_id FROM guild_channels WHERE guild_id = ? ORDER BY channel_id",
+            (guild_id,),
+        ) as cursor:
+            return tuple(int(row[0]) for row in await cursor.fetchall())
+
+    async def add_blocked_term(self, guild_id: int, text: str, actor_id: int) -> bool:
+        """Block a word or phrase here; False when it was already blocked."""
+        try:
+            term = check_term(text)
+        except ValueError as error:
+            raise InvalidLimit(str(error)) from error
+        if len(await self.blocked_terms(guild_id)) >= MAX_TERMS:
+            raise InvalidLimit(f"a server can block at most {MAX_TERMS} terms")
+        changed = await self._write(
+            "INSERT OR IGNORE INTO guild_blocked_terms (guild_id, term, added_at, added_by) "
+            "VALUES (?, ?, ?, ?)",
+            (guild_id, term, to_db_time(self._clock()), actor_id),
+        )
+        if changed == 1:
+            await self._audit(guild_id, actor_id, Action.BLOCK_TERM, None, None, "(a term)")
+        return changed == 1
+
+    async def remove_blocked_term(self, guild_id: int, text: str, actor_id: int) -> bool:
+        """Unblock a word or phrase here; False when it was not blocked."""
+        changed = await self._write(
+            "DELETE FROM guild_blocked_terms WHERE guild_id = ? AND term = ?",
+            (guild_id, normalize(text)),
+        )
+        if changed == 1:
+            await self._audit(guild_id, actor_id, Action.UNBLOCK_TERM, None, "(a term)", None)
+        return changed == 1
+
+    async def set_channel(
+        self, guild_id: int, channel_id: int, allowed: bool, actor_id: int
+    ) -> bool:
+        """Add a channel to (or remove it from) where /imagine works here; False if no change."""
+        if allowed:
+            changed = await self._write(
+                "INSERT OR IGNORE INTO guild_channels (guild_id, channel_id, added_at, added_by) "
+                "VALUES (?, ?, ?, ?)",
+                (guild_id, channel_id, to_db_time(self._clock()), actor_id),
+            )
+        else:
+            changed = await self._write(
+                "DELETE FROM guild_channels WHERE guild_id = ? AND channel_id = ?",
+                (guild_id, channel_id),
+            )
+        if changed == 1:
+            action = Action.ALLOW_CHANNEL if allowed else Action.DISALLOW_CHANNEL
+            await self._audit(guild_id, actor_id, action, None, None, str(channel_id))
+        return changed == 1
+
+    async def record_refused(
+        self, guild_id: int | None, user_id: int, channel_id: int | None, reason: str, detail: str
+    ) -> None:
+        """Log a refused attempt apart from generations (no upstream call, no quota)."""
+        await self._write(
+            "INSERT INTO refused_attempts (created_at, guild_id, user_id, channel_id, reason, "
+            "detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (to_db_time(self._clock()), guild_id, user_id, channel_id, reason, detail),
+        )
 
     async def _update(
         self,

@@ -216,6 +216,36 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         images_delivered, cost_usd, price_as_of, input_tokens, output_tokens, total_tokens
     );
     """,
+    # 6: community policy: blocked words, the channels /imagine works in, refused attempts.
+    """
+    -- Stored normalized (bot.core.prompt_rules.normalize): lower case, no accents.
+    CREATE TABLE guild_blocked_terms (
+        guild_id INTEGER NOT NULL,
+        term     TEXT    NOT NULL,
+        added_at TEXT    NOT NULL,
+        added_by INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, term)
+    ) WITHOUT ROWID;
+    -- None listed for a guild: /imagine works in every channel there.
+    CREATE TABLE guild_channels (
+        guild_id   INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        added_at   TEXT    NOT NULL,
+        added_by   INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, channel_id)
+    ) WITHOUT ROWID;
+    -- Requests a prompt rule refused: no upstream call, no quota, kept apart from generations.
+    CREATE TABLE refused_attempts (
+        id         INTEGER PRIMARY KEY,
+        created_at TEXT    NOT NULL,
+        guild_id   INTEGER,
+        user_id    INTEGER NOT NULL,
+        channel_id INTEGER,
+        reason     TEXT    NOT NULL,
+        detail     TEXT
+    );
+    CREATE INDEX refused_attempts_by_guild ON refused_attempts (guild_id, created_at);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -252,6 +252,8 @@ class AdminCog(commands.Cog):
             blocked=await store.blocked_members(guild_id),
             changes=await store.recent_changes(guild_id),
             prices=self._service.prices.table(),
+            blocked_terms=await store.blocked_terms(guild_id),
+            channels=await store.allowed_channels(guild_id),
         )
         await self._reply(interaction, embed=embed)
 
@@ -360,6 +362,70 @@ class AdminCog(commands.Cog):
             if changed
             else f"{member.mention} was not blocked.",
         )
+
+    @limits.command(name="block-word", description="Refuse prompts with this word or phrase here")
+    @app_commands.describe(term="A word or phrase; any case or accents, whole words only")
+    async def limits_block_word(
+        self, interaction: discord.Interaction, term: Range[str, 1, 100]
+    ) -> None:
+        """Block a word or phrase in prompts here; checked before anything is billed."""
+        guild_id = self._guild(interaction)
+        try:
+            changed = await self._service.limits.add_blocked_term(
+                guild_id, term, interaction.user.id
+            )
+        except InvalidLimit as error:
+            await self._reply(interaction, f"\u26a0\ufe0f {error}")
+            return
+        self._logged(interaction, f"block_term changed={changed}")
+        await self._reply(
+            interaction,
+            "Prompts with that word or phrase are now refused here."
+            if changed
+            else "That word or phrase was already blocked.",
+        )
+
+    @limits.command(name="unblock-word", description="Allow a blocked word or phrase again")
+    @app_commands.describe(term="The word or phrase to allow again")
+    async def limits_unblock_word(
+        self, interaction: discord.Interaction, term: Range[str, 1, 100]
+    ) -> None:
+        """Remove a blocked word or phrase here."""
+        guild_id = self._guild(interaction)
+        changed = await self._service.limits.remove_blocked_term(
+            guild_id, term, interaction.user.id
+        )
+        self._logged(interaction, f"unblock_term changed={changed}")
+        await self._reply(
+            interaction,
+            "That word or phrase is allowed again." if changed else "It was not blocked.",
+        )
+
+    @limits.command(name="channel-allow", description="Let /imagine work in this channel")
+    @app_commands.describe(channel="Once any channel is listed, /imagine works only in those")
+    async def limits_channel_allow(
+        self, interaction: discord.Interaction, channel: discord.TextChannel
+    ) -> None:
+        """Add a channel to where /imagine works here (none listed: everywhere)."""
+        guild_id = self._guild(interaction)
+        changed = await self._service.limits.set_channel(
+            guild_id, channel.id, True, interaction.user.id
+        )
+        self._logged(interaction, f"allow_channel channel={channel.id} changed={changed}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="channel-remove", description="Stop /imagine working in this channel")
+    @app_commands.describe(channel="A channel listed with channel-allow")
+    async def limits_channel_remove(
+        self, interaction: discord.Interaction, channel: discord.TextChannel
+    ) -> None:
+        """Remove a channel from where /imagine works here."""
+        guild_id = self._guild(interaction)
+        changed = await self._service.limits.set_channel(
+            guild_id, channel.id, False, interaction.user.id
+        )
+        self._logged(interaction, f"disallow_channel channel={channel.id} changed={changed}")
+        await self._show_limits(interaction, guild_id)
 
     @limits.command(name="reset-day", description="Give a member today's images back")
     @app_commands.describe(member="Whose daily count to reset")

@@ -286,7 +286,12 @@ class ImagineCog(commands.Cog):
         /imagine and every action on a result (reroll, edited prompt) come here, so each is
         a generation of the member who asked, under their limits. Refusals are private.
         """
-        requester = Requester(interaction.user.id, interaction.guild_id, interaction.channel_id)
+        requester = Requester(
+            interaction.user.id,
+            interaction.guild_id,
+            interaction.channel_id,
+            parent_channel_id=getattr(interaction.channel, "parent_id", None),
+        )
         async with AsyncExitStack() as stack:
             try:
                 generation = await stack.enter_async_context(

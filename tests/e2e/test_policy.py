@@ -1,0 +1,73 @@
+"""Community policy through the real bot: blocked words and the channels /imagine works in."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.e2e.harness import Harness
+from tests.fakes.discord_payloads import MANAGER_PERMISSIONS
+
+ADMIN = 5000
+MEMBER = 6000
+EPHEMERAL = 1 << 6
+
+
+async def admin(bot: Harness, subcommand: list[str], options: dict[str, object]) -> str:
+    handle = await bot.discord.invoke(
+        "usage-admin",
+        options,
+        subcommand=subcommand,
+        user_id=ADMIN,
+        permissions=MANAGER_PERMISSIONS,
+    )
+    callback = await handle.wait_for_callback()
+    return str(callback.json["data"])
+
+
+async def private_refusal(bot: Harness, **options: object) -> str:
+    handle = await bot.imagine(user_id=MEMBER, **options)
+    callback = await handle.wait_for_callback()
+    assert callback.json["type"] == 4
+    assert callback.json["data"]["flags"] & EPHEMERAL
+    return str(callback.json["data"]["content"])
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["a SPIDER on a wall", "a spíder!", "Spider-man", "\uff53\uff50\uff49\uff44\uff45\uff52 web"],
+    ids=["upper", "accent", "hyphen-word", "full-width"],
+)
+async def test_a_blocked_word_is_refused_in_any_spelling_without_echoing_it(
+    bot: Harness, prompt: str
+) -> None:
+    """Case, accents and full-width forms all match; the refusal never repeats the word."""
+    await admin(bot, ["limits", "block-word"], {"term": "Spider"})
+    text = await private_refusal(bot, prompt=prompt)
+    assert "does not allow" in text
+    assert "spider" not in text.lower()
+    assert bot.comet.calls == []
+    with sqlite3.connect(bot.app.settings.database_path) as db:
+        assert db.execute("SELECT count(*) FROM generations").fetchone() == (0,)
+        logged = db.execute("SELECT user_id, reason, detail FROM refused_attempts").fetchall()
+    assert logged == [(MEMBER, "blocked_term", "spider")]
+
+
+async def test_a_blocked_word_inside_another_word_is_not_refused(bot: Harness) -> None:
+    """Whole words only: blocking "cat" leaves "category" alone."""
+    await admin(bot, ["limits", "block-word"], {"term": "cat"})
+    handle = await bot.imagine(prompt="a category chart", user_id=MEMBER)
+    assert (await handle.wait_for(lambda r: bool(r.files))).files
+
+
+async def test_imagine_outside_the_allowed_channels_names_where_it_works(bot: Harness) -> None:
+    """One channel allowed: elsewhere a private refusal naming it; in it, images."""
+    allowed = bot.discord.guild().text_channel_id
+    shown = await admin(bot, ["limits", "channel-allow"], {"channel": allowed})
+    assert f"<#{allowed}>" in shown
+    text = await private_refusal(bot, prompt="a cat", channel_id=allowed + 100)
+    assert f"<#{allowed}>" in text
+    assert bot.comet.calls == []
+    handle = await bot.imagine(prompt="a cat", user_id=MEMBER, channel_id=allowed)
+    assert (await handle.wait_for(lambda r: bool(r.files))).files
