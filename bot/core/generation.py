@@ -56,6 +56,8 @@ class Requester:
     channel_id: int | None
     parent_channel_id: int | None = None
     """For a thread: the channel it is in (a server's allowed channels cover their threads)."""
+    role_ids: tuple[int, ...] = ()
+    """The member's roles in the server (empty in DMs), for role allowances and access."""
 
 
 @dataclass(slots=True)

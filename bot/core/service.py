@@ -139,25 +139,32 @@ class GenerationService:
             return OPEN_POLICY
         return await self._limits.policy(requester.guild_id, requester.user_id)
 
-    def _ceilings(self, policy: Policy) -> Ceilings:
-        own = policy.limits.user_daily_images
+    def _ceilings(self, policy: Policy, role_ids: tuple[int, ...]) -> Ceilings:
         return Ceilings(
             operator_daily_images=self._operator.user_daily_images,
-            # A server's 0 means "no limit of the server's own", never "lift the operator's".
-            server_daily_images=own or None,
+            # The server's (or the member's roles') limit applies beside the operator's: a 0
+            # or a generous role never lifts the operator's ceiling.
+            server_daily_images=policy.daily_images_for(role_ids),
             user_daily_budget_usd=self._operator.user_daily_budget_usd,
             server_daily_budget_usd=policy.limits.daily_budget_usd,
             bot_daily_budget_usd=self._operator.bot_daily_budget_usd,
         )
 
-    async def allowance(self, user_id: int, guild_id: int | None, *, own: bool) -> Allowance:
+    async def allowance(
+        self,
+        user_id: int,
+        guild_id: int | None,
+        *,
+        own: bool,
+        role_ids: tuple[int, ...] = (),
+    ) -> Allowance:
         """The member's daily limits here; `own` is False for an admin looking at a member.
 
         An admin sees only what the member did in the admin's server: the count across
         servers behind the operator's limit is the member's own business.
         """
         policy = await self._policy(Requester(user_id, guild_id, None))
-        ceilings = self._ceilings(policy)
+        ceilings = self._ceilings(policy, role_ids)
         counts = await self._ledger.counts(user_id, guild_id)
         in_server = guild_id is not None
         return Allowance(
@@ -218,6 +225,7 @@ class GenerationService:
             request.n,
             channels=(requester.channel_id, requester.parent_channel_id),
             prompt=request.prompt,
+            role_ids=requester.role_ids,
         )
         if isinstance(refusal, PromptBlocked):
             # Kept apart from generations, for the server's admins: the term is not shown
@@ -262,7 +270,7 @@ class GenerationService:
                 kind="edit" if request.is_edit else "generation",
                 reference_count=len(request.references),
             ),
-            self._ceilings(policy),
+            self._ceilings(policy, requester.role_ids),
         )
         # A shutdown that began while the row was written must still see it: checked again.
         generation = Generation(row_id, request, requester, request_id, self._deps)

@@ -25,6 +25,7 @@ from bot.ledger.limits import (
     ModelNotAllowed,
     PromptBlocked,
     QuotaExceeded,
+    RoleNotAllowed,
     TooManyImages,
 )
 from bot.ledger.reports import CURRENCY, Report, cost_cell, usd
@@ -34,6 +35,11 @@ _COLOUR: Final = discord.Colour.blurple()
 _PROMPT_SHOWN: Final = 1000
 _FIELD_VALUE: Final = 1024
 _DESCRIPTION: Final = 4096
+
+
+def role_ids(user: discord.User | discord.Member) -> tuple[int, ...]:
+    """A member's role ids (with @everyone, whose id is the server's); none in DMs."""
+    return tuple(role.id for role in user.roles) if isinstance(user, discord.Member) else ()
 
 
 def count(number: int, noun: str) -> str:
@@ -135,6 +141,9 @@ def refusal_message(error: LimitRefused) -> str:
             f"\u26a0\ufe0f {what} {state}. It resets at 00:00 UTC, "
             f"{discord_time(error.resets_at, 'R')}."
         )
+    if isinstance(error, RoleNotAllowed):
+        roles = ", ".join(f"<@&{role}>" for role in error.roles[:10])
+        return f"\u26a0\ufe0f In this server /imagine is for members with these roles: {roles}."
     if isinstance(error, ChannelNotAllowed):
         where = ", ".join(f"<#{channel}>" for channel in error.channels[:10])
         return f"\u26a0\ufe0f /imagine works only in these channels of this server: {where}."
@@ -297,6 +306,8 @@ def limits_embed(
     prices: tuple[ModelPrice, ...],
     blocked_terms: tuple[str, ...] = (),
     channels: tuple[int, ...] = (),
+    allowed_roles: tuple[int, ...] = (),
+    role_allowances: tuple[tuple[int, int], ...] = (),
 ) -> discord.Embed:
     """The server's limits, the operator's ceilings, blocks, latest changes and prices."""
     embed = discord.Embed(title="Limits in this server", colour=_COLOUR)
@@ -318,6 +329,19 @@ def limits_embed(
     embed.add_field(
         name="Images per request",
         value="each model's maximum" if limits.max_n is None else f"at most {limits.max_n}",
+        inline=False,
+    )
+    embed.add_field(
+        name="Daily images by role (the highest of a member's roles)",
+        value=_clip(
+            ", ".join(f"<@&{role}>: {images:,}" for role, images in role_allowances) or "none",
+            _FIELD_VALUE,
+        ),
+        inline=False,
+    )
+    embed.add_field(
+        name="Roles that may use /imagine",
+        value=_clip(", ".join(f"<@&{role}>" for role in allowed_roles) or "everyone", _FIELD_VALUE),
         inline=False,
     )
     embed.add_field(

@@ -78,6 +78,16 @@ class ChannelNotAllowed(LimitRefused):
         self.channels = channels
 
 
+class RoleNotAllowed(LimitRefused):
+    """The server lets only members with some roles use /imagine."""
+
+    default_name = "the server's roles for /imagine"
+
+    def __init__(self, roles: tuple[int, ...]) -> None:
+        super().__init__(f"no allowed role ({len(roles)} allowed)")
+        self.roles = roles
+
+
 class PromptBlocked(LimitRefused):
     """The prompt contains a word or phrase the server blocked; the term is not shown."""
 
@@ -224,6 +234,18 @@ class Policy:
     blocked_terms: tuple[str, ...] = ()
     allowed_channels: tuple[int, ...] = ()
     """Empty: every channel."""
+    allowed_roles: tuple[int, ...] = ()
+    """Empty: every member."""
+    role_allowances: tuple[tuple[int, int], ...] = ()
+    """(role id, daily images) pairs."""
+
+    def daily_images_for(self, role_ids: tuple[int, ...]) -> int | None:
+        """The member's daily images here: the highest of their roles' allowances, else the
+        server's daily-images (0 or None: no limit of the server's own)."""
+        granted = [images for role, images in self.role_allowances if role in role_ids]
+        if granted:
+            return max(granted)
+        return self.limits.user_daily_images or None
 
     def refusal(
         self,
@@ -232,6 +254,7 @@ class Policy:
         *,
         channels: tuple[int | None, ...] = (),
         prompt: str = "",
+        role_ids: tuple[int, ...] = (),
     ) -> LimitRefused | None:
         """The first limit that refuses the request before any count is needed, if any.
 
@@ -240,6 +263,8 @@ class Policy:
         """
         if self.blocked:
             return MemberBlocked()
+        if self.allowed_roles and not set(self.allowed_roles) & set(role_ids):
+            return RoleNotAllowed(self.allowed_roles)
         if self.allowed_channels and not set(self.allowed_channels) & set(channels):
             return ChannelNotAllowed(self.allowed_channels)
         term = find_blocked(prompt, self.blocked_terms)
@@ -265,6 +290,9 @@ class Action(StrEnum):
     UNBLOCK_TERM = "unblock_term"
     ALLOW_CHANNEL = "allow_channel"
     DISALLOW_CHANNEL = "disallow_channel"
+    ROLE_IMAGES = "role_images"
+    ALLOW_ROLE = "allow_role"
+    DISALLOW_ROLE = "disallow_role"
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +415,11 @@ class LimitsStore:
             "(SELECT json_group_array(term) FROM guild_blocked_terms AS t "
             "WHERE t.guild_id = q.guild_id), "
             "(SELECT json_group_array(channel_id) FROM guild_channels AS c "
-            "WHERE c.guild_id = q.guild_id) "
+            "WHERE c.guild_id = q.guild_id), "
+            "(SELECT json_group_array(role_id) FROM guild_allowed_roles AS r "
+            "WHERE r.guild_id = q.guild_id), "
+            "(SELECT json_group_array(json_array(role_id, daily_images)) "
+            "FROM guild_role_allowances AS a WHERE a.guild_id = q.guild_id) "
             "FROM (SELECT ? AS guild_id) AS q "
             "LEFT JOIN guild_limits AS l ON l.guild_id = q.guild_id",
             (user_id, guild_id),
@@ -398,7 +430,50 @@ class LimitsStore:
             blocked=bool(row[4]),
             blocked_terms=tuple(json.loads(row[5])),
             allowed_channels=tuple(int(channel) for channel in json.loads(row[6])),
+            allowed_roles=tuple(int(role) for role in json.loads(row[7])),
+            role_allowances=tuple((int(role), int(images)) for role, images in json.loads(row[8])),
         )
+
+    async def set_role_images(
+        self, guild_id: int, role_id: int, images: int | None, actor_id: int
+    ) -> None:
+        """Daily images for members with this role here; None removes the role's allowance."""
+        if images is None:
+            await self._write(
+                "DELETE FROM guild_role_allowances WHERE guild_id = ? AND role_id = ?",
+                (guild_id, role_id),
+            )
+        else:
+            check_daily_images(images)
+            await self._write(
+                "INSERT INTO guild_role_allowances (guild_id, role_id, daily_images, set_at, "
+                "set_by) VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id, role_id) DO UPDATE SET "
+                "daily_images = excluded.daily_images, set_at = excluded.set_at, "
+                "set_by = excluded.set_by",
+                (guild_id, role_id, images, to_db_time(self._clock()), actor_id),
+            )
+        shown = f"role {role_id}: {'default' if images is None else images}"
+        await self._audit(guild_id, actor_id, Action.ROLE_IMAGES, None, None, shown)
+
+    async def set_allowed_role(
+        self, guild_id: int, role_id: int, allowed: bool, actor_id: int
+    ) -> bool:
+        """Add a role to (or remove it from) those that may use /imagine; False if no change."""
+        if allowed:
+            changed = await self._write(
+                "INSERT OR IGNORE INTO guild_allowed_roles (guild_id, role_id, added_at, "
+                "added_by) VALUES (?, ?, ?, ?)",
+                (guild_id, role_id, to_db_time(self._clock()), actor_id),
+            )
+        else:
+            changed = await self._write(
+                "DELETE FROM guild_allowed_roles WHERE guild_id = ? AND role_id = ?",
+                (guild_id, role_id),
+            )
+        if changed == 1:
+            action = Action.ALLOW_ROLE if allowed else Action.DISALLOW_ROLE
+            await self._audit(guild_id, actor_id, action, None, None, f"role {role_id}")
+        return changed == 1
 
     async def blocked_terms(self, guild_id: int) -> tuple[str, ...]:
         """The server's blocked words and phrases, normalized, in order."""

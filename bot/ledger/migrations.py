@@ -246,6 +246,28 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX refused_attempts_by_guild ON refused_attempts (guild_id, created_at);
     """,
+    # 7: who may generate, and how much, by role.
+    """
+    -- Images per member per UTC day for members with this role; a member gets the highest of
+    -- their roles' allowances (in place of the server's daily-images), never more than the
+    -- operator's ceiling, which applies as well.
+    CREATE TABLE guild_role_allowances (
+        guild_id     INTEGER NOT NULL,
+        role_id      INTEGER NOT NULL,
+        daily_images INTEGER NOT NULL CHECK (daily_images >= 0),
+        set_at       TEXT    NOT NULL,
+        set_by       INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, role_id)
+    ) WITHOUT ROWID;
+    -- None listed for a guild: every member may use /imagine there.
+    CREATE TABLE guild_allowed_roles (
+        guild_id INTEGER NOT NULL,
+        role_id  INTEGER NOT NULL,
+        added_at TEXT    NOT NULL,
+        added_by INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, role_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

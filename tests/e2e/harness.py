@@ -62,6 +62,7 @@ _INTERACTION_KWARGS = {
     "permissions",
     "attachment_size_limit",
     "dm",
+    "roles",
 }
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Harness
+from tests.e2e.harness import Harness, fakes, run_bot
 from tests.fakes.discord_payloads import MANAGER_PERMISSIONS
 
 ADMIN = 5000
@@ -70,4 +71,55 @@ async def test_imagine_outside_the_allowed_channels_names_where_it_works(bot: Ha
     assert f"<#{allowed}>" in text
     assert bot.comet.calls == []
     handle = await bot.imagine(prompt="a cat", user_id=MEMBER, channel_id=allowed)
+    assert (await handle.wait_for(lambda r: bool(r.files))).files
+
+
+def roles(bot: Harness) -> tuple[int, int]:
+    """Two plain roles of the fake guild (Discord sends them in GUILD_CREATE)."""
+    first, second, _ = bot.discord.guild().member_role_ids
+    return first, second
+
+
+async def _images_until_refused(bot: Harness, limit: int, roles: list[int]) -> int:
+    """dall-e-2 n=1 requests until refused (at most `limit` + 1): how many went through."""
+    made = 0
+    for _ in range(limit + 1):
+        handle = await bot.imagine(prompt="a dot", model="dall-e-2", user_id=MEMBER, roles=roles)
+        callback = await handle.wait_for_callback()
+        if callback.json["type"] == 4:
+            return made
+        await handle.wait_for(lambda r: bool(r.files))
+        made += 1
+    return made
+
+
+async def test_a_member_gets_their_best_roles_allowance(bot: Harness) -> None:
+    """Roles giving 5 and 7 images: the member may make 7, not 5, and the 8th is refused."""
+    five, twenty = roles(bot)
+    await admin(bot, ["limits", "role-images"], {"role": five, "images": 5})
+    shown = await admin(bot, ["limits", "role-images"], {"role": twenty, "images": 7})
+    assert f"<@&{twenty}>: 7" in shown
+    assert await _images_until_refused(bot, 7, [five, twenty]) == 7
+
+
+async def test_a_roles_allowance_never_passes_the_operators_ceiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """USER_DAILY_IMAGE_LIMIT=2 and a role worth 20: two images, then the bot's limit."""
+    async with (
+        fakes() as (fake, comet),
+        run_bot(fake, comet, tmp_path / "usage.db", monkeypatch, user_daily_image_limit=2) as bot,
+    ):
+        _, twenty = roles(bot)
+        await admin(bot, ["limits", "role-images"], {"role": twenty, "images": 20})
+        assert await _images_until_refused(bot, 3, [twenty]) == 2
+
+
+async def test_only_allowed_roles_may_imagine(bot: Harness) -> None:
+    """roles-allow one role: a member without it is refused privately, one with it is served."""
+    allowed, other = roles(bot)
+    await admin(bot, ["limits", "roles-allow"], {"role": allowed})
+    text = await private_refusal(bot, prompt="a cat", roles=[other])
+    assert f"<@&{allowed}>" in text
+    handle = await bot.imagine(prompt="a cat", user_id=MEMBER, roles=[allowed])
     assert (await handle.wait_for(lambda r: bool(r.files))).files

@@ -392,6 +392,8 @@ class GuildSpec:
     bot_role_id: int
     premium_tier: int = 0
     locale: str = "en-US"
+    member_role_ids: tuple[int, ...] = ()
+    """Plain roles the guild has (in GUILD_CREATE) for tests to give members."""
 
     @classmethod
     def for_id(cls, guild_id: int, *, index: int = 0) -> GuildSpec:
@@ -402,6 +404,7 @@ class GuildSpec:
             text_channel_id=guild_id + 1,
             category_id=guild_id + 2,
             bot_role_id=guild_id + 3,
+            member_role_ids=(guild_id + 10, guild_id + 11, guild_id + 12),
         )
 
 
@@ -444,7 +447,14 @@ def guild_create(spec: GuildSpec, *, bot_user: Json, application_id: int) -> Jso
         "verification_level": 1,
         "default_message_notifications": 1,
         "explicit_content_filter": 2,
-        "roles": [everyone, bot_role],
+        "roles": [
+            everyone,
+            bot_role,
+            *(
+                role(role_id, f"role-{index + 1}", permissions=0, position=2 + index)
+                for index, role_id in enumerate(spec.member_role_ids)
+            ),
+        ],
         "emojis": [],
         "stickers": [],
         "features": [],

@@ -2822,7 +2822,15 @@ class FakeDiscord:
         self, resolved: p.ResolvedCollector, guild: GuildSpec | None, channel_id: int, perms: int
     ) -> Callable[[int, Any], str]:
         """Turns option values (ids, payload dicts, AttachmentInput) into ids + resolved data."""
-        known_roles = {} if guild is None else {guild.id: "@everyone", guild.bot_role_id: "bot"}
+        known_roles = (
+            {}
+            if guild is None
+            else {
+                guild.id: "@everyone",
+                guild.bot_role_id: "bot",
+                **{role_id: f"role-{i + 1}" for i, role_id in enumerate(guild.member_role_ids)},
+            }
+        )
 
         def add_user(raw: Any) -> str:
             user = raw if isinstance(raw, dict) else p.user(int(raw), f"user{raw}")

@@ -27,7 +27,7 @@ from bot.core.catalog import CATALOG, MAX_N_OPTION
 from bot.core.service import GenerationService
 from bot.glue.cogs.usage import PERIOD_CHOICES
 from bot.glue.errors import answer
-from bot.glue.render import limits_embed, member_report_embed, server_report_embed
+from bot.glue.render import limits_embed, member_report_embed, role_ids, server_report_embed
 from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
 from bot.ledger.limits import MAX_DAILY_IMAGES, InvalidLimit, check_models
 from bot.ledger.reports import BadPeriod, Scope, Window, build_report, daily_series, parse_window
@@ -146,7 +146,9 @@ class AdminCog(commands.Cog):
         if window is None:
             return
         report = await build_report(self._db, Scope(guild_id, member.id), window)
-        allowance = await self._service.allowance(member.id, guild_id, own=False)
+        allowance = await self._service.allowance(
+            member.id, guild_id, own=False, role_ids=role_ids(member)
+        )
         policy = await self._service.limits.policy(guild_id, member.id)
         title = f"Image usage of {member.display_name} in this server"
         embed = member_report_embed(report, title, allowance, blocked=policy.blocked)
@@ -246,6 +248,7 @@ class AdminCog(commands.Cog):
 
     async def _show_limits(self, interaction: discord.Interaction, guild_id: int) -> None:
         store = self._service.limits
+        policy = await store.policy(guild_id, interaction.user.id)
         embed = limits_embed(
             await store.limits(guild_id),
             operator=self._service.operator,
@@ -254,6 +257,8 @@ class AdminCog(commands.Cog):
             prices=self._service.prices.table(),
             blocked_terms=await store.blocked_terms(guild_id),
             channels=await store.allowed_channels(guild_id),
+            allowed_roles=policy.allowed_roles,
+            role_allowances=policy.role_allowances,
         )
         await self._reply(interaction, embed=embed)
 
@@ -425,6 +430,45 @@ class AdminCog(commands.Cog):
             guild_id, channel.id, False, interaction.user.id
         )
         self._logged(interaction, f"disallow_channel channel={channel.id} changed={changed}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="role-images", description="Daily images for members with this role")
+    @app_commands.describe(
+        role="The role",
+        images="Images per member per day; a member gets their best role's; empty removes it",
+    )
+    async def limits_role_images(
+        self,
+        interaction: discord.Interaction,
+        role: discord.Role,
+        images: Range[int, 0, MAX_DAILY_IMAGES] | None = None,
+    ) -> None:
+        """Set or remove a role's daily image allowance here (never above the bot's limit)."""
+        guild_id = self._guild(interaction)
+        await self._service.limits.set_role_images(guild_id, role.id, images, interaction.user.id)
+        self._logged(interaction, f"role_images role={role.id} images={images}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="roles-allow", description="Let members with this role use /imagine")
+    @app_commands.describe(role="Once any role is listed, only members with a listed role may")
+    async def limits_roles_allow(
+        self, interaction: discord.Interaction, role: discord.Role
+    ) -> None:
+        """Add a role to those that may use /imagine here (none listed: everyone)."""
+        guild_id = self._guild(interaction)
+        await self._service.limits.set_allowed_role(guild_id, role.id, True, interaction.user.id)
+        self._logged(interaction, f"allow_role role={role.id}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="roles-remove", description="Remove a role from those that may")
+    @app_commands.describe(role="A role listed with roles-allow")
+    async def limits_roles_remove(
+        self, interaction: discord.Interaction, role: discord.Role
+    ) -> None:
+        """Remove a role from those that may use /imagine here."""
+        guild_id = self._guild(interaction)
+        await self._service.limits.set_allowed_role(guild_id, role.id, False, interaction.user.id)
+        self._logged(interaction, f"disallow_role role={role.id}")
         await self._show_limits(interaction, guild_id)
 
     @limits.command(name="reset-day", description="Give a member today's images back")

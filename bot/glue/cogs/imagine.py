@@ -49,7 +49,7 @@ from bot.glue.remix import (
     edit_model,
     message_images,
 )
-from bot.glue.render import ResultLink, refusal_message, result_embed
+from bot.glue.render import ResultLink, refusal_message, result_embed, role_ids
 from bot.glue.result_view import result_view
 from bot.glue.suggest import suggest_qualities, suggest_sizes
 from bot.ledger.busy import LedgerBusy
@@ -291,6 +291,7 @@ class ImagineCog(commands.Cog):
             interaction.guild_id,
             interaction.channel_id,
             parent_channel_id=getattr(interaction.channel, "parent_id", None),
+            role_ids=role_ids(interaction.user),
         )
         async with AsyncExitStack() as stack:
             try:

@@ -8,7 +8,7 @@ from discord.app_commands import Choice
 from discord.ext import commands
 
 from bot.core.service import GenerationService
-from bot.glue.render import member_report_embed
+from bot.glue.render import member_report_embed, role_ids
 from bot.ledger.periods import Period
 from bot.ledger.reports import Scope, build_report, window_for
 
@@ -40,7 +40,9 @@ class UsageCog(commands.Cog):
         user_id = interaction.user.id
         window = window_for(chosen, ledger.now())
         report = await build_report(ledger.reader, Scope(user_id=user_id), window)
-        allowance = await self._service.allowance(user_id, interaction.guild_id, own=True)
+        allowance = await self._service.allowance(
+            user_id, interaction.guild_id, own=True, role_ids=role_ids(interaction.user)
+        )
         embed = member_report_embed(report, "Your image usage", allowance)
         await interaction.response.send_message(
             embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
