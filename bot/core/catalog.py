@@ -27,6 +27,8 @@ class Family(StrEnum):
 STYLES: Final = ("vivid", "natural")
 BACKGROUNDS: Final = ("auto", "transparent", "opaque")
 OUTPUT_FORMATS: Final = ("png", "jpeg", "webp")
+# CreateImageRequest.moderation (openai-openapi @ f85dbe22): GPT image model generations.
+MODERATION_LEVELS: Final = ("auto", "low")
 COMPRESSION_RANGE: Final = (0, 100)
 # Discord caps a slash command's integer option and a message's attachments at these.
 MAX_N_OPTION: Final = 10

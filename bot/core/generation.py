@@ -58,6 +58,8 @@ class Requester:
     """For a thread: the channel it is in (a server's allowed channels cover their threads)."""
     role_ids: tuple[int, ...] = ()
     """The member's roles in the server (empty in DMs), for role allowances and access."""
+    age_restricted: bool = False
+    """Whether the channel is age-restricted (NSFW), where a server may allow moderation low."""
 
 
 @dataclass(slots=True)

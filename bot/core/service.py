@@ -226,6 +226,8 @@ class GenerationService:
             channels=(requester.channel_id, requester.parent_channel_id),
             prompt=request.prompt,
             role_ids=requester.role_ids,
+            moderation=request.moderation,
+            age_restricted=requester.age_restricted,
         )
         if isinstance(refusal, PromptBlocked):
             # Kept apart from generations, for the server's admins: the term is not shown

@@ -23,6 +23,7 @@ from bot.ledger.limits import (
     LimitRefused,
     MemberBlocked,
     ModelNotAllowed,
+    ModerationNotAllowed,
     PromptBlocked,
     QuotaExceeded,
     RoleNotAllowed,
@@ -147,6 +148,12 @@ def refusal_message(error: LimitRefused) -> str:
     if isinstance(error, ChannelNotAllowed):
         where = ", ".join(f"<#{channel}>" for channel in error.channels[:10])
         return f"\u26a0\ufe0f /imagine works only in these channels of this server: {where}."
+    if isinstance(error, ModerationNotAllowed):
+        if error.switched_on:
+            return (
+                "\u26a0\ufe0f `moderation` low works only in this server's age-restricted channels."
+            )
+        return "\u26a0\ufe0f This server does not allow `moderation` low; leave it empty."
     if isinstance(error, PromptBlocked):
         # Never echo the term: the member knows their prompt, the channel need not.
         return (
@@ -308,6 +315,7 @@ def limits_embed(
     channels: tuple[int, ...] = (),
     allowed_roles: tuple[int, ...] = (),
     role_allowances: tuple[tuple[int, int], ...] = (),
+    moderation_low: bool = False,
 ) -> discord.Embed:
     """The server's limits, the operator's ceilings, blocks, latest changes and prices."""
     embed = discord.Embed(title="Limits in this server", colour=_COLOUR)
@@ -342,6 +350,11 @@ def limits_embed(
     embed.add_field(
         name="Roles that may use /imagine",
         value=_clip(", ".join(f"<@&{role}>" for role in allowed_roles) or "everyone", _FIELD_VALUE),
+        inline=False,
+    )
+    embed.add_field(
+        name="Moderation low",
+        value="allowed in age-restricted channels" if moderation_low else "not allowed",
         inline=False,
     )
     embed.add_field(

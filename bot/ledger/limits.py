@@ -88,6 +88,20 @@ class RoleNotAllowed(LimitRefused):
         self.roles = roles
 
 
+MODERATION_LOW_FLAG: Final = "moderation_low"
+
+
+class ModerationNotAllowed(LimitRefused):
+    """`moderation: low` asked where the server does not allow it."""
+
+    default_name = "the server's moderation setting"
+
+    def __init__(self, *, switched_on: bool) -> None:
+        super().__init__("moderation low not allowed here")
+        self.switched_on = switched_on
+        """Whether the server allows it at all (then only the channel is wrong)."""
+
+
 class PromptBlocked(LimitRefused):
     """The prompt contains a word or phrase the server blocked; the term is not shown."""
 
@@ -238,6 +252,7 @@ class Policy:
     """Empty: every member."""
     role_allowances: tuple[tuple[int, int], ...] = ()
     """(role id, daily images) pairs."""
+    flags: frozenset[str] = frozenset()
 
     def daily_images_for(self, role_ids: tuple[int, ...]) -> int | None:
         """The member's daily images here: the highest of their roles' allowances, else the
@@ -255,6 +270,8 @@ class Policy:
         channels: tuple[int | None, ...] = (),
         prompt: str = "",
         role_ids: tuple[int, ...] = (),
+        moderation: str | None = None,
+        age_restricted: bool = False,
     ) -> LimitRefused | None:
         """The first limit that refuses the request before any count is needed, if any.
 
@@ -270,6 +287,10 @@ class Policy:
         term = find_blocked(prompt, self.blocked_terms)
         if term is not None:
             return PromptBlocked(term)
+        if moderation == "low":
+            switched_on = MODERATION_LOW_FLAG in self.flags
+            if not (switched_on and age_restricted):
+                return ModerationNotAllowed(switched_on=switched_on)
         return self.limits.refusal(model, n)
 
 
@@ -293,6 +314,7 @@ class Action(StrEnum):
     ROLE_IMAGES = "role_images"
     ALLOW_ROLE = "allow_role"
     DISALLOW_ROLE = "disallow_role"
+    FLAG = "flag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +441,9 @@ class LimitsStore:
             "(SELECT json_group_array(role_id) FROM guild_allowed_roles AS r "
             "WHERE r.guild_id = q.guild_id), "
             "(SELECT json_group_array(json_array(role_id, daily_images)) "
-            "FROM guild_role_allowances AS a WHERE a.guild_id = q.guild_id) "
+            "FROM guild_role_allowances AS a WHERE a.guild_id = q.guild_id), "
+            "(SELECT json_group_array(flag) FROM guild_flags AS f "
+            "WHERE f.guild_id = q.guild_id) "
             "FROM (SELECT ? AS guild_id) AS q "
             "LEFT JOIN guild_limits AS l ON l.guild_id = q.guild_id",
             (user_id, guild_id),
@@ -432,7 +456,26 @@ class LimitsStore:
             allowed_channels=tuple(int(channel) for channel in json.loads(row[6])),
             allowed_roles=tuple(int(role) for role in json.loads(row[7])),
             role_allowances=tuple((int(role), int(images)) for role, images in json.loads(row[8])),
+            flags=frozenset(str(flag) for flag in json.loads(row[9])),
         )
+
+    async def set_flag(self, guild_id: int, flag: str, on: bool, actor_id: int) -> bool:
+        """Turn a server's switch on or off; False when it already was so."""
+        if on:
+            changed = await self._write(
+                "INSERT OR IGNORE INTO guild_flags (guild_id, flag, set_at, set_by) "
+                "VALUES (?, ?, ?, ?)",
+                (guild_id, flag, to_db_time(self._clock()), actor_id),
+            )
+        else:
+            changed = await self._write(
+                "DELETE FROM guild_flags WHERE guild_id = ? AND flag = ?", (guild_id, flag)
+            )
+        if changed == 1:
+            await self._audit(
+                guild_id, actor_id, Action.FLAG, None, None, f"{flag} {'on' if on else 'off'}"
+            )
+        return changed == 1
 
     async def set_role_images(
         self, guild_id: int, role_id: int, images: int | None, actor_id: int

@@ -268,6 +268,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (guild_id, role_id)
     ) WITHOUT ROWID;
     """,
+    # 8: switches an admin turns on for a server (e.g. moderation_low).
+    """
+    CREATE TABLE guild_flags (
+        guild_id INTEGER NOT NULL,
+        flag     TEXT    NOT NULL,
+        set_at   TEXT    NOT NULL,
+        set_by   INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, flag)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -123,3 +123,33 @@ async def test_only_allowed_roles_may_imagine(bot: Harness) -> None:
     assert f"<@&{allowed}>" in text
     handle = await bot.imagine(prompt="a cat", user_id=MEMBER, roles=[allowed])
     assert (await handle.wait_for(lambda r: bool(r.files))).files
+
+
+async def test_moderation_low_needs_the_servers_switch_and_an_age_restricted_channel(
+    bot: Harness,
+) -> None:
+    """Off: refused; on in a normal channel: refused; on in an NSFW channel: sent upstream."""
+    guild = bot.discord.guild()
+    text = await private_refusal(bot, prompt="x", model="gpt-image-1", moderation="low")
+    assert "does not allow `moderation` low" in text
+    await admin(bot, ["limits", "moderation-low"], {"allowed": True})
+    text = await private_refusal(
+        bot, prompt="x", model="gpt-image-1", moderation="low", channel_id=guild.text_channel_id
+    )
+    assert "age-restricted" in text
+    assert bot.comet.calls == []
+    handle = await bot.imagine(
+        prompt="x",
+        model="gpt-image-1",
+        moderation="low",
+        user_id=MEMBER,
+        channel_id=guild.nsfw_channel_id,
+    )
+    assert (await handle.wait_for(lambda r: bool(r.files))).files
+    assert bot.comet.calls[-1].json["moderation"] == "low"
+
+
+async def test_moderation_is_refused_for_models_that_do_not_take_it(bot: Harness) -> None:
+    """dall-e-3 has no moderation parameter: the refusal names the option."""
+    text = await private_refusal(bot, prompt="x", model="dall-e-3", moderation="auto")
+    assert "`moderation` works only with the gpt-image models" in text

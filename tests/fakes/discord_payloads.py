@@ -394,6 +394,8 @@ class GuildSpec:
     locale: str = "en-US"
     member_role_ids: tuple[int, ...] = ()
     """Plain roles the guild has (in GUILD_CREATE) for tests to give members."""
+    nsfw_channel_id: int | None = None
+    """An age-restricted text channel of the guild."""
 
     @classmethod
     def for_id(cls, guild_id: int, *, index: int = 0) -> GuildSpec:
@@ -405,6 +407,7 @@ class GuildSpec:
             category_id=guild_id + 2,
             bot_role_id=guild_id + 3,
             member_role_ids=(guild_id + 10, guild_id + 11, guild_id + 12),
+            nsfw_channel_id=guild_id + 4,
         )
 
 
@@ -493,6 +496,19 @@ def guild_create(spec: GuildSpec, *, bot_user: Json, application_id: int) -> Jso
         "channels": [
             category_channel(spec.category_id, position=0),
             text_channel(spec.text_channel_id, parent_id=spec.category_id, position=0),
+            *(
+                [
+                    text_channel(
+                        spec.nsfw_channel_id,
+                        "after-dark",
+                        parent_id=spec.category_id,
+                        position=1,
+                        nsfw=True,
+                    )
+                ]
+                if spec.nsfw_channel_id
+                else []
+            ),
         ],
         "threads": [],
         "presences": [],

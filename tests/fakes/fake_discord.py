@@ -2772,11 +2772,13 @@ class FakeDiscord:
                 channel = p.dm_channel(channel_id or self.next_id(), invoker)
                 self._dm_channels[invoker_id] = channel
         else:
+            chosen = channel_id or guild.text_channel_id
             channel = p.text_channel(
-                channel_id or guild.text_channel_id,
+                chosen,
                 guild_id=guild.id,
                 parent_id=guild.category_id,
                 permissions=permissions,
+                nsfw=chosen == guild.nsfw_channel_id,
             )
         command = self.find_command(name, None if guild is None else guild.id)
         resolved = p.ResolvedCollector()

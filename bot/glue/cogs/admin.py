@@ -29,7 +29,12 @@ from bot.glue.cogs.usage import PERIOD_CHOICES
 from bot.glue.errors import answer
 from bot.glue.render import limits_embed, member_report_embed, role_ids, server_report_embed
 from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
-from bot.ledger.limits import MAX_DAILY_IMAGES, InvalidLimit, check_models
+from bot.ledger.limits import (
+    MAX_DAILY_IMAGES,
+    MODERATION_LOW_FLAG,
+    InvalidLimit,
+    check_models,
+)
 from bot.ledger.reports import BadPeriod, Scope, Window, build_report, daily_series, parse_window
 
 log = logging.getLogger(__name__)
@@ -259,6 +264,7 @@ class AdminCog(commands.Cog):
             channels=await store.allowed_channels(guild_id),
             allowed_roles=policy.allowed_roles,
             role_allowances=policy.role_allowances,
+            moderation_low=MODERATION_LOW_FLAG in policy.flags,
         )
         await self._reply(interaction, embed=embed)
 
@@ -469,6 +475,17 @@ class AdminCog(commands.Cog):
         guild_id = self._guild(interaction)
         await self._service.limits.set_allowed_role(guild_id, role.id, False, interaction.user.id)
         self._logged(interaction, f"disallow_role role={role.id}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="moderation-low", description="Allow moderation low in NSFW channels")
+    @app_commands.describe(allowed="On: members may ask for low in age-restricted channels only")
+    async def limits_moderation_low(self, interaction: discord.Interaction, allowed: bool) -> None:
+        """Switch `moderation: low` on or off here; it never works outside NSFW channels."""
+        guild_id = self._guild(interaction)
+        await self._service.limits.set_flag(
+            guild_id, MODERATION_LOW_FLAG, allowed, interaction.user.id
+        )
+        self._logged(interaction, f"moderation_low={allowed}")
         await self._show_limits(interaction, guild_id)
 
     @limits.command(name="reset-day", description="Give a member today's images back")

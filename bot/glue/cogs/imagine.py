@@ -25,6 +25,7 @@ from bot.core.catalog import (
     CATALOG,
     DISCORD_MAX_STRING,
     INPUT_FIDELITIES,
+    MODERATION_LEVELS,
     OUTPUT_FORMATS,
     STYLES,
     editing_models,
@@ -82,6 +83,12 @@ def as_files(images: tuple[FittedImage, ...], model: str, first: int) -> list[di
         )
         for i, image in enumerate(images)
     ]
+
+
+def _age_restricted(channel: object) -> bool:
+    # TextChannel.is_nsfw(), Thread.is_nsfw() (its parent's); DMs and unknown channels: no.
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 def queue_text(position: int) -> str:
@@ -147,6 +154,7 @@ class ImagineCog(commands.Cog):
         image3="A third reference picture",
         mask="PNG the size of the first picture: its transparent part is what changes",
         input_fidelity="How closely an edit keeps the references' details (gpt-image-1, 1.5)",
+        moderation="gpt-image models: low filters less (only where the server allows it)",
     )
     @app_commands.choices(
         model=MODEL_CHOICES,
@@ -154,6 +162,7 @@ class ImagineCog(commands.Cog):
         background=_choices(BACKGROUNDS),
         output_format=_choices(OUTPUT_FORMATS),
         input_fidelity=_choices(INPUT_FIDELITIES),
+        moderation=_choices(MODERATION_LEVELS),
     )
     async def imagine(
         self,
@@ -173,6 +182,7 @@ class ImagineCog(commands.Cog):
         image3: discord.Attachment | None = None,
         mask: discord.Attachment | None = None,
         input_fidelity: str | None = None,
+        moderation: str | None = None,
     ) -> None:
         """Validate and reserve first (refusals are ephemeral), then defer and generate."""
         options = ImagineOptions(
@@ -186,6 +196,7 @@ class ImagineCog(commands.Cog):
             output_format=output_format,
             output_compression=output_compression,
             input_fidelity=input_fidelity,
+            moderation=moderation,
         )
         references = [item for item in (image, image2, image3) if item is not None]
         if references or mask is not None:
@@ -292,6 +303,7 @@ class ImagineCog(commands.Cog):
             interaction.channel_id,
             parent_channel_id=getattr(interaction.channel, "parent_id", None),
             role_ids=role_ids(interaction.user),
+            age_restricted=_age_restricted(interaction.channel),
         )
         async with AsyncExitStack() as stack:
             try:
