@@ -95,6 +95,8 @@ class Generation:
     requester: Requester
     request_id: str
     _deps: GenerationDeps
+    keep_prompt: bool = True
+    """False where the server keeps no prompts: the revised prompt is not stored either."""
     started: float = field(default_factory=time.monotonic)
     phase: Phase = Phase.RESERVED
     result: GenerationResult | None = None
@@ -277,7 +279,7 @@ class Generation:
             next(
                 (image.revised_prompt for image in self.result.images if image.revised_prompt), None
             )
-            if self.result
+            if self.result and self.keep_prompt
             else None
         )
         final = replace(

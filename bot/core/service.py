@@ -26,7 +26,14 @@ from bot.core.generation import (
 from bot.core.pricing import PriceBook
 from bot.core.slots import FairSlots
 from bot.core.validation import GenerationRequest
-from bot.ledger.limits import OPEN_POLICY, Ceilings, LimitsStore, Policy, PromptBlocked
+from bot.ledger.limits import (
+    OPEN_POLICY,
+    PROMPTS_NOT_KEPT_FLAG,
+    Ceilings,
+    LimitsStore,
+    Policy,
+    PromptBlocked,
+)
 from bot.ledger.periods import next_reset
 from bot.ledger.store import NewGeneration, UsageLedger
 
@@ -266,7 +273,10 @@ class GenerationService:
                 n_requested=request.n,
                 request_id=request_id,
                 reserved_usd=reserved,
-                options_json=request.options().to_json(),
+                # A server can choose not to keep prompts: then nothing of it is stored.
+                options_json=None
+                if PROMPTS_NOT_KEPT_FLAG in policy.flags
+                else request.options().to_json(),
                 parent_id=parent_id,
                 private=private,
                 kind="edit" if request.is_edit else "generation",
@@ -275,7 +285,14 @@ class GenerationService:
             self._ceilings(policy, requester.role_ids),
         )
         # A shutdown that began while the row was written must still see it: checked again.
-        generation = Generation(row_id, request, requester, request_id, self._deps)
+        generation = Generation(
+            row_id,
+            request,
+            requester,
+            request_id,
+            self._deps,
+            keep_prompt=PROMPTS_NOT_KEPT_FLAG not in policy.flags,
+        )
         if not self._accepting:
             await generation.fail("shutting_down", "the bot began stopping during the reservation")
             raise ShuttingDown

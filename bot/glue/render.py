@@ -316,6 +316,7 @@ def limits_embed(
     allowed_roles: tuple[int, ...] = (),
     role_allowances: tuple[tuple[int, int], ...] = (),
     moderation_low: bool = False,
+    keep_prompts: bool = True,
 ) -> discord.Embed:
     """The server's limits, the operator's ceilings, blocks, latest changes and prices."""
     embed = discord.Embed(title="Limits in this server", colour=_COLOUR)
@@ -350,6 +351,11 @@ def limits_embed(
     embed.add_field(
         name="Roles that may use /imagine",
         value=_clip(", ".join(f"<@&{role}>" for role in allowed_roles) or "everyone", _FIELD_VALUE),
+        inline=False,
+    )
+    embed.add_field(
+        name="Prompts in the usage log",
+        value="kept (who generated what, with links)" if keep_prompts else "not kept",
         inline=False,
     )
     embed.add_field(

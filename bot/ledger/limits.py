@@ -89,6 +89,8 @@ class RoleNotAllowed(LimitRefused):
 
 
 MODERATION_LOW_FLAG: Final = "moderation_low"
+# Set: the server's prompts are not kept in the usage log (its buttons cannot rerun them).
+PROMPTS_NOT_KEPT_FLAG: Final = "prompts_not_kept"
 
 
 class ModerationNotAllowed(LimitRefused):
@@ -315,6 +317,7 @@ class Action(StrEnum):
     ALLOW_ROLE = "allow_role"
     DISALLOW_ROLE = "disallow_role"
     FLAG = "flag"
+    FORGET = "forget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +461,21 @@ class LimitsStore:
             role_allowances=tuple((int(role), int(images)) for role, images in json.loads(row[8])),
             flags=frozenset(str(flag) for flag in json.loads(row[9])),
         )
+
+    async def forget_prompts(self, guild_id: int, user_id: int, actor_id: int) -> int:
+        """Remove a member's prompts in this server (their rows and counts stay); how many."""
+        changed = await self._write(
+            "UPDATE generations SET options_json = NULL, revised_prompt = NULL "
+            "WHERE guild_id = ? AND user_id = ? "
+            "AND (options_json IS NOT NULL OR revised_prompt IS NOT NULL)",
+            (guild_id, user_id),
+        )
+        await self._write(
+            "UPDATE refused_attempts SET detail = NULL WHERE guild_id = ? AND user_id = ?",
+            (guild_id, user_id),
+        )
+        await self._audit(guild_id, actor_id, Action.FORGET, user_id, None, None)
+        return changed
 
     async def set_flag(self, guild_id: int, flag: str, on: bool, actor_id: int) -> bool:
         """Turn a server's switch on or off; False when it already was so."""

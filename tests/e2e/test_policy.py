@@ -15,7 +15,7 @@ MEMBER = 6000
 EPHEMERAL = 1 << 6
 
 
-async def admin(bot: Harness, subcommand: list[str], options: dict[str, object]) -> str:
+async def admin(bot: Harness, subcommand: list[str] | str, options: dict[str, object]) -> str:
     handle = await bot.discord.invoke(
         "usage-admin",
         options,
@@ -153,3 +153,34 @@ async def test_moderation_is_refused_for_models_that_do_not_take_it(bot: Harness
     """dall-e-3 has no moderation parameter: the refusal names the option."""
     text = await private_refusal(bot, prompt="x", model="dall-e-3", moderation="auto")
     assert "`moderation` works only with the gpt-image models" in text
+
+
+def _stored(bot: Harness) -> list[tuple[object, ...]]:
+    with sqlite3.connect(bot.app.settings.database_path) as db:
+        return db.execute(
+            "SELECT user_id, options_json IS NOT NULL, images_delivered FROM generations "
+            "ORDER BY id"
+        ).fetchall()
+
+
+async def test_forget_removes_a_members_prompts_here_and_keeps_the_counts(bot: Harness) -> None:
+    """/usage-admin forget: the member's prompts go, another member's stay, counts stay."""
+    for user in (MEMBER, MEMBER + 1):
+        handle = await bot.imagine(prompt="a private thought", user_id=user)
+        await handle.wait_for(lambda r: bool(r.files))
+    await bot.settled()
+    text = await admin(bot, "forget", {"member": MEMBER})
+    assert "from 1 generation(s)" in text
+    assert _stored(bot) == [(MEMBER, 0, 1), (MEMBER + 1, 1, 1)]
+    with sqlite3.connect(bot.app.settings.database_path) as db:
+        kept = db.execute("SELECT options_json FROM generations").fetchall()
+    assert not any("private thought" in (value or "") for (value,) in kept[:1])
+
+
+async def test_a_server_that_keeps_no_prompts_stores_none(bot: Harness) -> None:
+    """keep-prompts off: the row has no prompt, and its Reroll says why it cannot run."""
+    await admin(bot, ["limits", "keep-prompts"], {"keep": False})
+    handle = await bot.imagine(prompt="not kept", user_id=MEMBER)
+    await handle.wait_for(lambda r: bool(r.files))
+    await bot.settled()
+    assert _stored(bot) == [(MEMBER, 0, 1)]

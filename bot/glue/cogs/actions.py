@@ -161,8 +161,8 @@ class ResultActions(commands.Cog, name=ACTIONS_COG):
         if row.options_json is None:
             await answer(
                 interaction,
-                "This result is older than the buttons: its request was not kept. "
-                "Use /imagine instead.",
+                "This result's request is not kept (an older result, or a server that keeps "
+                "no prompts). Use /imagine instead.",
             )
             return None
         try:

@@ -32,6 +32,7 @@ from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
 from bot.ledger.limits import (
     MAX_DAILY_IMAGES,
     MODERATION_LOW_FLAG,
+    PROMPTS_NOT_KEPT_FLAG,
     InvalidLimit,
     check_models,
 )
@@ -249,6 +250,25 @@ class AdminCog(commands.Cog):
             len(files),
         )
 
+    @usage_admin.command(name="forget", description="Remove a member's prompts in this server")
+    @app_commands.describe(member="Whose prompts to remove; their counts and costs stay")
+    async def forget(self, interaction: discord.Interaction, member: Member) -> None:
+        """Remove the member's prompts (and revised prompts) from this server's rows."""
+        guild_id = self._guild(interaction)
+        rows = await self._service.limits.forget_prompts(guild_id, member.id, interaction.user.id)
+        log.info(
+            "prompts forgotten guild=%s user=%s by=%s rows=%d",
+            guild_id,
+            member.id,
+            interaction.user.id,
+            rows,
+        )
+        await self._reply(
+            interaction,
+            f"Removed the prompts of {member.mention} from {rows:,} generation(s) in this "
+            "server. Their counts and costs stay in the log.",
+        )
+
     # --- limits ----------------------------------------------------------------------------
 
     async def _show_limits(self, interaction: discord.Interaction, guild_id: int) -> None:
@@ -265,6 +285,7 @@ class AdminCog(commands.Cog):
             allowed_roles=policy.allowed_roles,
             role_allowances=policy.role_allowances,
             moderation_low=MODERATION_LOW_FLAG in policy.flags,
+            keep_prompts=PROMPTS_NOT_KEPT_FLAG not in policy.flags,
         )
         await self._reply(interaction, embed=embed)
 
@@ -486,6 +507,17 @@ class AdminCog(commands.Cog):
             guild_id, MODERATION_LOW_FLAG, allowed, interaction.user.id
         )
         self._logged(interaction, f"moderation_low={allowed}")
+        await self._show_limits(interaction, guild_id)
+
+    @limits.command(name="keep-prompts", description="Keep members' prompts in the usage log")
+    @app_commands.describe(keep="Off: prompts are not stored (results cannot be rerolled)")
+    async def limits_keep_prompts(self, interaction: discord.Interaction, keep: bool) -> None:
+        """Choose whether this server's prompts are kept (default: kept)."""
+        guild_id = self._guild(interaction)
+        await self._service.limits.set_flag(
+            guild_id, PROMPTS_NOT_KEPT_FLAG, not keep, interaction.user.id
+        )
+        self._logged(interaction, f"keep_prompts={keep}")
         await self._show_limits(interaction, guild_id)
 
     @limits.command(name="reset-day", description="Give a member today's images back")
