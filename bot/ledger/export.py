@@ -118,7 +118,7 @@ def _write_parts(source: Path, stem: str, rows_per_part: int) -> list[Path]:
             parts.append(path)
 
 
-def fit_to_limit(plain: Path, rows: int, limit_bytes: int) -> ExportResult:
+def package_for_upload(plain: Path, rows: int, limit_bytes: int) -> ExportResult:
     """Keep the CSV if it fits, else gzip it, else split it into gzip'd parts that each fit."""
     if plain.stat().st_size <= limit_bytes:
         return ExportResult((plain,), rows, compressed=False)
@@ -155,7 +155,7 @@ def export_to_files(
     """Write the export under `directory` as `name`.csv (or .csv.gz, or parts) within the limit."""
     plain = directory / f"{name}.csv"
     rows = write_csv(database, scope, window, plain)
-    return fit_to_limit(plain, rows, limit_bytes)
+    return package_for_upload(plain, rows, limit_bytes)
 
 
 async def export_csv(

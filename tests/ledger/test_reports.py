@@ -15,7 +15,7 @@ from bot.ledger.export import (
     ExportResult,
     ExportTooLarge,
     export_csv,
-    fit_to_limit,
+    package_for_upload,
     write_csv,
 )
 from bot.ledger.periods import Period
@@ -398,7 +398,7 @@ async def test_export_is_gzipped_then_split_to_fit(ledger: UsageLedger, tmp_path
         plain = folder / "export.csv"
         rows = write_csv(database, Scope(guild_id=G1), window_for(Period.ALL, NOW), plain)
         size = plain.stat().st_size
-        result = fit_to_limit(plain, rows, limit)
+        result = package_for_upload(plain, rows, limit)
         assert all(path.stat().st_size <= limit for path in result.files)
         assert not plain.exists() or result.files == (plain,)
         return size, result
@@ -426,7 +426,7 @@ async def test_an_export_too_large_for_any_split_is_refused(
     plain = tmp_path / "export.csv"
     rows = write_csv(tmp_path / "usage.db", Scope(guild_id=G1), window_for(Period.ALL, NOW), plain)
     with pytest.raises(ExportTooLarge):
-        fit_to_limit(plain, rows, 60)
+        package_for_upload(plain, rows, 60)
 
 
 async def test_export_streams_more_rows_than_one_batch(ledger: UsageLedger, tmp_path: Path) -> None:
