@@ -196,9 +196,8 @@ class GenerationService:
         Raises ShuttingDown, the LimitRefused that stopped it, or LedgerBusy, all before
         anything is reserved. `parent_id` names the generation a reroll reran; `private`
         results are shown only to the requester. The server's limits are read on every
-        request, so an admin's
-        change applies to the next one: blocked member, allowed models and images per request
-        first, then every daily limit and budget, checked and reserved in one statement.
+        request, so an admin's change applies to the next one: the rules on who, where and
+        what first, then every daily limit and budget, checked and reserved in one statement.
         """
         generation = await self._reserve(request, requester, parent_id, private)
         task = asyncio.current_task()
@@ -313,7 +312,8 @@ class GenerationService:
         if self._live:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=DELIVERY_GRACE_S)
-        cancelled += self._cancel(lambda g: True)
+        # Only the uploads are left to cut off: the others were cancelled above.
+        cancelled += self._cancel(lambda g: g.phase is Phase.DELIVERING)
         if self._live:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=_CANCEL_WAIT_S)
