@@ -262,13 +262,20 @@ _GPT_IMAGE_2_RULE: Final = CustomSizeRule(
 )
 
 
-def _gpt_image(name: str, summary: str, *, edit: EditSpec | None) -> ModelSpec:
+def _gpt_image(
+    name: str,
+    summary: str,
+    *,
+    edit: EditSpec | None,
+    sizes: tuple[str, ...] = _GPT_IMAGE_SIZES,
+    custom_sizes: CustomSizeRule | None = None,
+) -> ModelSpec:
     return ModelSpec(
         name=name,
         family=Family.GPT_IMAGE,
         summary=summary,
-        sizes=_GPT_IMAGE_SIZES,
-        custom_sizes=None,
+        sizes=sizes,
+        custom_sizes=custom_sizes,
         default_size="auto",
         qualities=_GPT_IMAGE_QUALITIES,
         default_quality="auto",
@@ -334,27 +341,17 @@ _MODELS: Final = (
         "GPT Image 1.5: better text rendering and detail",
         edit=_gpt_edit(input_fidelity=True),
     ),
-    ModelSpec(
-        name="gpt-image-2",
-        family=Family.GPT_IMAGE,
-        summary="GPT Image 2: any size up to 3840x2160, the newest GPT image model",
+    # [comet-edit] "Use model: "gpt-image-2" for GPT image edit requests on this route".
+    # input_fidelity is not offered: the pinned [openai-edit] says "gpt-image-1.5 and later
+    # models", but OpenAI's later description of the same enum (openai-client-base 0.16.0,
+    # docs.rs, BetaInputFidelity) says "For `gpt-image-2`, omit this parameter"; refusing
+    # it costs nothing, sending it may be refused upstream.
+    _gpt_image(
+        "gpt-image-2",
+        "GPT Image 2: any size up to 3840x2160, the newest GPT image model",
+        edit=_gpt_edit(input_fidelity=False),
         sizes=_GPT_IMAGE_2_PRESETS,
         custom_sizes=_GPT_IMAGE_2_RULE,
-        default_size="auto",
-        qualities=_GPT_IMAGE_QUALITIES,
-        default_quality="auto",
-        max_n=10,
-        prompt_limit=32_000,
-        supports_style=False,
-        supports_gpt_options=True,
-        response_format=None,
-        returns_usage=True,
-        # [comet-edit] "Use model: "gpt-image-2" for GPT image edit requests on this route".
-        # input_fidelity is not offered: the pinned [openai-edit] says "gpt-image-1.5 and later
-        # models", but OpenAI's later description of the same enum (openai-client-base 0.16.0,
-        # docs.rs, BetaInputFidelity) says "For `gpt-image-2`, omit this parameter"; refusing
-        # it costs nothing, sending it may be refused upstream.
-        edit=_gpt_edit(input_fidelity=False),
     ),
     ModelSpec(
         name="qwen-image",
