@@ -71,6 +71,13 @@ def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
+def result_url(row: StoredGeneration) -> str | None:
+    """The jump link to a generation's result message, while that message is there."""
+    if row.result_channel_id and row.result_message_id and not row.deleted_at:
+        return jump_url(row.guild_id, row.result_channel_id, row.result_message_id)
+    return None
+
+
 def result_embed(
     request: GenerationRequest,
     result: GenerationResult,
@@ -460,11 +467,8 @@ def history_embed(rows: tuple[StoredGeneration, ...]) -> discord.Embed:
     lines = []
     for row in rows:
         when = datetime.fromisoformat(row.created_at.replace("Z", "+00:00"))
-        link = (
-            f"[result]({jump_url(row.guild_id, row.result_channel_id, row.result_message_id)})"
-            if row.result_channel_id and row.result_message_id and not row.deleted_at
-            else ("deleted" if row.deleted_at else "no message")
-        )
+        url = result_url(row)
+        link = f"[result]({url})" if url else ("deleted" if row.deleted_at else "no message")
         lines.append(
             f"{discord_time(when, 'f')} \u00b7 {row.model} \u00b7 {row.size} \u00b7 "
             f"{row.status} \u00b7 {link}"

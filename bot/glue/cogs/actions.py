@@ -23,7 +23,7 @@ from bot.core.validation import ImagineOptions, InvalidOption, validate
 from bot.glue.cogs.imagine import ImagineCog
 from bot.glue.errors import answer
 from bot.glue.remix import message_images
-from bot.glue.render import ResultLink, details_embed, history_embed, jump_url
+from bot.glue.render import ResultLink, details_embed, history_embed, result_url
 from bot.glue.result_view import ACTIONS_COG
 from bot.ledger.results import HISTORY_MAX, StoredGeneration, history, mark_deleted
 from bot.ledger.results import stored_generation as read_generation
@@ -181,7 +181,7 @@ class ResultActions(commands.Cog, name=ACTIONS_COG):
         except InvalidOption as error:
             await answer(interaction, f"\u26a0\ufe0f {error.message}")
             return
-        url = self._jump(row)
+        url = result_url(row)
         await self._imagine.run_request(
             interaction,
             request,
@@ -223,14 +223,8 @@ class ResultActions(commands.Cog, name=ACTIONS_COG):
             images,
             None,
             private=row.private,
-            parent=ResultLink(row.id, None if row.private else self._jump(row)),
+            parent=ResultLink(row.id, None if row.private else result_url(row)),
         )
-
-    @staticmethod
-    def _jump(row: StoredGeneration) -> str | None:
-        if row.result_channel_id and row.result_message_id and not row.deleted_at:
-            return jump_url(row.guild_id, row.result_channel_id, row.result_message_id)
-        return None
 
     async def _delete(self, interaction: discord.Interaction, row: StoredGeneration) -> None:
         if interaction.user.id != row.user_id and not _can_moderate(interaction):
