@@ -253,6 +253,7 @@ class GenerationService:
         if refusal is not None:
             raise refusal
         request_id = uuid.uuid4().hex[:16]
+        keep_prompt = PROMPTS_NOT_KEPT_FLAG not in policy.flags
         reserved = self._prices.reservation(
             request.model,
             size=request.shown_size,
@@ -273,9 +274,7 @@ class GenerationService:
                 request_id=request_id,
                 reserved_usd=reserved,
                 # A server can choose not to keep prompts: then nothing of it is stored.
-                options_json=None
-                if PROMPTS_NOT_KEPT_FLAG in policy.flags
-                else request.options().to_json(),
+                options_json=request.options().to_json() if keep_prompt else None,
                 parent_id=parent_id,
                 private=private,
                 kind="edit" if request.is_edit else "generation",
@@ -290,7 +289,7 @@ class GenerationService:
             requester,
             request_id,
             self._deps,
-            keep_prompt=PROMPTS_NOT_KEPT_FLAG not in policy.flags,
+            keep_prompt=keep_prompt,
         )
         if not self._accepting:
             await generation.fail("shutting_down", "the bot began stopping during the reservation")

@@ -39,7 +39,7 @@ class ReferenceFetcher:
         self._session = session
         host = urlsplit(discord_api_base_url).hostname
         # A REST proxy or a test double serves attachments from its own host.
-        self._hosts = DISCORD_CDN_HOSTS | ({host} if host else set())
+        self._hosts: frozenset[str] = DISCORD_CDN_HOSTS | ({host} if host else frozenset())
 
     async def fetch(
         self, items: Sequence[AttachmentLike], mask: AttachmentLike | None, spec: ModelSpec
@@ -66,7 +66,7 @@ class ReferenceFetcher:
             item.filename,
             max_bytes=cap,
             timeout_s=FETCH_TIMEOUT_S,
-            allowed_hosts=frozenset(self._hosts),
+            allowed_hosts=self._hosts,
         )
 
 
