@@ -401,6 +401,29 @@ _UPSERT_LIMITS: Final = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _GuildSet:
+    """A per-guild set of keys (flags, roles, channels, terms): its add and remove."""
+
+    insert: str
+    delete: str
+
+
+def _guild_set(table: str, key: str, at: str = "added_at", by: str = "added_by") -> _GuildSet:
+    # Composed once, at import, from these constant names: no value enters the SQL text.
+    return _GuildSet(
+        f"INSERT OR IGNORE INTO {table} (guild_id, {key}, {at}, {by}) VALUES (?, ?, ?, ?)",  # noqa: S608
+        f"DELETE FROM {table} WHERE guild_id = ? AND {key} = ?",  # noqa: S608
+    )
+
+
+_FLAGS: Final = _guild_set("guild_flags", "flag", "set_at", "set_by")
+_ALLOWED_ROLES: Final = _guild_set("guild_allowed_roles", "role_id")
+_CHANNELS: Final = _guild_set("guild_channels", "channel_id")
+_TERMS: Final = _guild_set("guild_blocked_terms", "term")
+_BLOCKS: Final = _guild_set("guild_blocks", "user_id", "blocked_at", "blocked_by")
+
+
 class LimitsStore:
     """Reads and writes the per-server limits on the ledger's connection."""
 
@@ -416,6 +439,18 @@ class LimitsStore:
             return cursor.rowcount
 
         return await retry_busy(write, timeout_s=ADMIN_LOCK_WAIT_S, what="limits")
+
+    async def _put(
+        self, where: _GuildSet, guild_id: int, key: object, present: bool, actor_id: int
+    ) -> bool:
+        """Add `key` to (or remove it from) the guild's set; False when nothing changed."""
+        if present:
+            changed = await self._write(
+                where.insert, (guild_id, key, to_db_time(self._clock()), actor_id)
+            )
+        else:
+            changed = await self._write(where.delete, (guild_id, key))
+        return changed == 1
 
     async def limits(self, guild_id: int) -> GuildLimits:
         """The server's limits (NO_LIMITS when it set none)."""
@@ -479,21 +514,12 @@ class LimitsStore:
 
     async def set_flag(self, guild_id: int, flag: str, on: bool, actor_id: int) -> bool:
         """Turn a server's switch on or off; False when it already was so."""
-        if on:
-            changed = await self._write(
-                "INSERT OR IGNORE INTO guild_flags (guild_id, flag, set_at, set_by) "
-                "VALUES (?, ?, ?, ?)",
-                (guild_id, flag, to_db_time(self._clock()), actor_id),
-            )
-        else:
-            changed = await self._write(
-                "DELETE FROM guild_flags WHERE guild_id = ? AND flag = ?", (guild_id, flag)
-            )
-        if changed == 1:
+        changed = await self._put(_FLAGS, guild_id, flag, on, actor_id)
+        if changed:
             await self._audit(
                 guild_id, actor_id, Action.FLAG, None, None, f"{flag} {'on' if on else 'off'}"
             )
-        return changed == 1
+        return changed
 
     async def set_role_images(
         self, guild_id: int, role_id: int, images: int | None, actor_id: int
@@ -520,21 +546,11 @@ class LimitsStore:
         self, guild_id: int, role_id: int, allowed: bool, actor_id: int
     ) -> bool:
         """Add a role to (or remove it from) those that may use /imagine; False if no change."""
-        if allowed:
-            changed = await self._write(
-                "INSERT OR IGNORE INTO guild_allowed_roles (guild_id, role_id, added_at, "
-                "added_by) VALUES (?, ?, ?, ?)",
-                (guild_id, role_id, to_db_time(self._clock()), actor_id),
-            )
-        else:
-            changed = await self._write(
-                "DELETE FROM guild_allowed_roles WHERE guild_id = ? AND role_id = ?",
-                (guild_id, role_id),
-            )
-        if changed == 1:
+        changed = await self._put(_ALLOWED_ROLES, guild_id, role_id, allowed, actor_id)
+        if changed:
             action = Action.ALLOW_ROLE if allowed else Action.DISALLOW_ROLE
             await self._audit(guild_id, actor_id, action, None, None, f"role {role_id}")
-        return changed == 1
+        return changed
 
     async def blocked_terms(self, guild_id: int) -> tuple[str, ...]:
         """The server's blocked words and phrases, normalized, in order."""
@@ -559,44 +575,27 @@ class LimitsStore:
             raise InvalidLimit(str(error)) from error
         if len(await self.blocked_terms(guild_id)) >= MAX_TERMS:
             raise InvalidLimit(f"a server can block at most {MAX_TERMS} terms")
-        changed = await self._write(
-            "INSERT OR IGNORE INTO guild_blocked_terms (guild_id, term, added_at, added_by) "
-            "VALUES (?, ?, ?, ?)",
-            (guild_id, term, to_db_time(self._clock()), actor_id),
-        )
-        if changed == 1:
+        changed = await self._put(_TERMS, guild_id, term, True, actor_id)
+        if changed:
             await self._audit(guild_id, actor_id, Action.BLOCK_TERM, None, None, "(a term)")
-        return changed == 1
+        return changed
 
     async def remove_blocked_term(self, guild_id: int, text: str, actor_id: int) -> bool:
         """Unblock a word or phrase here; False when it was not blocked."""
-        changed = await self._write(
-            "DELETE FROM guild_blocked_terms WHERE guild_id = ? AND term = ?",
-            (guild_id, normalize(text)),
-        )
-        if changed == 1:
+        changed = await self._put(_TERMS, guild_id, normalize(text), False, actor_id)
+        if changed:
             await self._audit(guild_id, actor_id, Action.UNBLOCK_TERM, None, "(a term)", None)
-        return changed == 1
+        return changed
 
     async def set_channel(
         self, guild_id: int, channel_id: int, allowed: bool, actor_id: int
     ) -> bool:
         """Add a channel to (or remove it from) where /imagine works here; False if no change."""
-        if allowed:
-            changed = await self._write(
-                "INSERT OR IGNORE INTO guild_channels (guild_id, channel_id, added_at, added_by) "
-                "VALUES (?, ?, ?, ?)",
-                (guild_id, channel_id, to_db_time(self._clock()), actor_id),
-            )
-        else:
-            changed = await self._write(
-                "DELETE FROM guild_channels WHERE guild_id = ? AND channel_id = ?",
-                (guild_id, channel_id),
-            )
-        if changed == 1:
+        changed = await self._put(_CHANNELS, guild_id, channel_id, allowed, actor_id)
+        if changed:
             action = Action.ALLOW_CHANNEL if allowed else Action.DISALLOW_CHANNEL
             await self._audit(guild_id, actor_id, action, None, None, str(channel_id))
-        return changed == 1
+        return changed
 
     async def record_refused(
         self, guild_id: int | None, user_id: int, channel_id: int | None, reason: str, detail: str
@@ -691,22 +690,14 @@ class LimitsStore:
 
     async def block(self, guild_id: int, user_id: int, actor_id: int) -> bool:
         """Stop a member making images here; False when they were already blocked."""
-        changed = await self._write(
-            "INSERT OR IGNORE INTO guild_blocks (guild_id, user_id, blocked_at, blocked_by) "
-            "VALUES (?, ?, ?, ?)",
-            (guild_id, user_id, to_db_time(self._clock()), actor_id),
-        )
-        if changed != 1:
+        if not await self._put(_BLOCKS, guild_id, user_id, True, actor_id):
             return False
         await self._audit(guild_id, actor_id, Action.BLOCK, user_id, None, None)
         return True
 
     async def unblock(self, guild_id: int, user_id: int, actor_id: int) -> bool:
         """Let a blocked member make images again; False when they were not blocked."""
-        changed = await self._write(
-            "DELETE FROM guild_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-        )
-        if changed != 1:
+        if not await self._put(_BLOCKS, guild_id, user_id, False, actor_id):
             return False
         await self._audit(guild_id, actor_id, Action.UNBLOCK, user_id, None, None)
         return True
