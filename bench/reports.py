@@ -298,11 +298,11 @@ async def measure(path: Path, sizes: Sizes) -> tuple[int, str]:
         limits = LimitsStore(ledger.connection, ledger.now)
         window = window_for(Period.DAYS_30, NOW)
 
-        async with reader.execute(
+        rows = await reader.execute_fetchall(
             "SELECT guild_id, COUNT(*) FROM generations WHERE guild_id IS NOT NULL "
             "GROUP BY guild_id ORDER BY 2 DESC"
-        ) as cursor:
-            counts = [(int(row[0]), int(row[1])) for row in await cursor.fetchall()]
+        )
+        counts = [(int(row[0]), int(row[1])) for row in rows]
         largest, largest_rows = counts[0]
         typical, typical_rows = counts[len(counts) // 2]
         print(f"guild rows over the year: largest {largest_rows:,}, median {typical_rows:,}")
@@ -351,12 +351,11 @@ async def measure(path: Path, sizes: Sizes) -> tuple[int, str]:
 
         # The export window starts at the largest guild's export_rows-th newest row (or its
         # first row, in a small run).
-        async with reader.execute(
+        row = await reader.fetchone(
             "SELECT created_at FROM generations WHERE guild_id = ? "
             "ORDER BY created_at DESC LIMIT 1 OFFSET ?",
             (largest, min(sizes.export_rows, largest_rows) - 1),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         assert row is not None
         return largest, str(row[0])
 

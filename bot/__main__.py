@@ -20,6 +20,8 @@ from bot.app import run_until_signalled
 from bot.check import run_checks
 from bot.core.pricing import PriceFileError
 from bot.docs import model_table_block
+from bot.ledger.postgres import StorageUnavailable
+from bot.ledger.storage import shown
 from bot.ledger.store import LedgerInUse
 from bot.logs import configure_logging
 from bot.settings import ProbeSettings, Settings, StorageSettings, describe_settings_error
@@ -80,11 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         # Only the database's location: an operator's shell need not hold the bot's secrets.
         try:
-            database = args.database or StorageSettings().database_path
+            if args.database_url:
+                url = args.database_url
+            elif args.database:
+                url = f"sqlite:///{args.database}"
+            else:
+                url = StorageSettings().url
         except ValidationError as error:
             print(describe_settings_error(error), file=sys.stderr)
             return 2
-        return report_cli.run(args, database)
+        return report_cli.run(args, url)
     settings = load_settings()
     if settings is None:
         return 2
@@ -93,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(result.line() for result in results))
         return 0 if all(result.ok for result in results) else 1
     configure_logging(
-        settings.log_level,
-        [settings.discord_token.get_secret_value(), settings.cometapi_key.get_secret_value()],
-        json_lines=settings.log_format == "json",
+        settings.log_level, settings.secrets, json_lines=settings.log_format == "json"
     )
     try:
         return asyncio.run(run_until_signalled(settings))
@@ -103,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"PRICE_FILE {settings.price_file}: {error}", file=sys.stderr)
         return 2
     except LedgerInUse as error:
-        print(f"DATABASE_PATH {settings.database_path}: {error}", file=sys.stderr)
+        print(f"{shown(settings.storage_url)}: {error}", file=sys.stderr)
+        return 2
+    except StorageUnavailable as error:
+        print(f"DATABASE_URL: {error}", file=sys.stderr)
         return 2
 
 

@@ -19,7 +19,8 @@ from bot.core.service import GenerationService, OperatorLimits
 from bot.core.slots import FairSlots
 from bot.glue.client import DISCORD_API_BASE, ImagineBot, point_discord_at
 from bot.glue.remix import ReferenceFetcher
-from bot.ledger.store import UsageLedger, open_ledger
+from bot.ledger.storage import open_storage
+from bot.ledger.store import UsageLedger
 from bot.loopwatch import LoopLagMonitor
 from bot.metrics import HealthChecks, Metrics, MetricsServer
 from bot.observe import GenerationWatch, database_answers
@@ -88,7 +89,7 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
             # 200 generations into two upstream waves; the generation semaphore is the cap.
             connector=aiohttp.TCPConnector(limit=0),
         ) as session,
-        open_ledger(settings.database_path) as ledger,
+        open_storage(settings.storage_url, instance_id=settings.instance) as ledger,
     ):
         stale = await ledger.mark_stale_pending()
         if stale:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from typing import Final
 
-import aiosqlite
-
 from bot.core.cometapi import ErrorKind
 from bot.core.generation import Generation
+from bot.ledger.db import Database
 from bot.metrics import Metrics
 
 _UPSTREAM_KINDS: Final = frozenset(kind.value for kind in ErrorKind)
@@ -58,8 +57,7 @@ class GenerationWatch:
         return False, "the image API refused COMETAPI_KEY on the latest call"
 
 
-async def database_answers(db: aiosqlite.Connection) -> tuple[bool, str]:
+async def database_answers(db: Database) -> tuple[bool, str]:
     """Health: a read on the report connection comes back."""
-    async with db.execute("SELECT 1") as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone("SELECT 1")
     return (row is not None and row[0] == 1), "reads"

@@ -1,7 +1,7 @@
 """`python -m bot report`: the usage report on the command line, for operators without Discord.
 
 It reads the same database with the same queries as /usage-admin, on a read-only connection,
-and needs no token or key: only DATABASE_PATH (or --database).
+and needs no token or key: only DATABASE_URL or DATABASE_PATH (or --database-url, --database).
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from typing import TextIO
 
 import aiosqlite
 
+from bot.ledger.db import PostgresDatabase, SqliteDatabase
 from bot.ledger.migrations import SCHEMA_VERSION
 from bot.ledger.periods import utc_now
+from bot.ledger.pg_migrations import PG_SCHEMA_VERSION, schema_version
+from bot.ledger.postgres import StorageUnavailable, open_pool, shown_url
 from bot.ledger.reports import (
     CURRENCY,
     BadPeriod,
@@ -30,6 +33,7 @@ from bot.ledger.reports import (
     cost_cell,
     parse_window,
 )
+from bot.ledger.storage import is_postgres, sqlite_path
 
 FORMATS = ("table", "csv", "json")
 
@@ -52,8 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top", type=int, default=10, help="how many top users to list (default 10)"
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--database", type=Path, help="the SQLite file (default: DATABASE_PATH, as the bot)"
+    )
+    where.add_argument(
+        "--database-url",
+        help="sqlite:///FILE or postgresql://… (default: DATABASE_URL, as the bot)",
     )
 
 
@@ -229,6 +238,32 @@ def read_only_uri(database: Path) -> str:
     return f"{database.resolve().as_uri()}?mode=ro"
 
 
+async def read_postgres_report(url: str, scope: Scope, window: Window, top: int) -> Report:
+    """Build the report from PostgreSQL, on one connection, in a read-only transaction."""
+    try:
+        pool = await open_pool(url, min_size=1, max_size=1)
+    except StorageUnavailable as error:
+        raise ReportUnavailable(str(error)) from None
+    try:
+        async with pool.acquire() as connection:
+            version = await schema_version(connection)
+        if version != PG_SCHEMA_VERSION:
+            raise ReportUnavailable(
+                f"{shown_url(url)} has schema version {version}, this tool reads "
+                f"{PG_SCHEMA_VERSION}: start this version of the bot once to upgrade it"
+            )
+        return await build_report(PostgresDatabase(pool), scope, window, top=top)
+    finally:
+        await pool.close()
+
+
+async def read_any_report(url: str, scope: Scope, window: Window, top: int) -> Report:
+    """The report from whichever database the URL names."""
+    if is_postgres(url):
+        return await read_postgres_report(url, scope, window, top)
+    return await read_report(sqlite_path(url), scope, window, top)
+
+
 async def read_report(database: Path, scope: Scope, window: Window, top: int) -> Report:
     """Open the database read-only, check its schema, and build the report."""
     uri = read_only_uri(database)
@@ -245,12 +280,12 @@ async def read_report(database: Path, scope: Scope, window: Window, top: int) ->
                 f"{database} has schema version {version}, this tool reads {SCHEMA_VERSION}: "
                 "start this version of the bot once to upgrade it"
             )
-        return await build_report(db, scope, window, top=top)
+        return await build_report(SqliteDatabase(db, database), scope, window, top=top)
     finally:
         await db.close()
 
 
-def run(args: argparse.Namespace, database: Path, out: TextIO | None = None) -> int:
+def run(args: argparse.Namespace, database: Path | str, out: TextIO | None = None) -> int:
     """Print the report the arguments ask for; 0 on success, 2 with a message otherwise."""
     try:
         window = parse_window(args.period, args.start, args.end, utc_now())
@@ -259,7 +294,8 @@ def run(args: argparse.Namespace, database: Path, out: TextIO | None = None) -> 
         return 2
     scope = Scope(guild_id=args.guild, user_id=args.user)
     try:
-        report = asyncio.run(read_report(database, scope, window, max(args.top, 0)))
+        url = database if isinstance(database, str) else f"sqlite:///{database}"
+        report = asyncio.run(read_any_report(url, scope, window, max(args.top, 0)))
     except ReportUnavailable as error:
         print(f"report: {error}", file=sys.stderr)
         return 2

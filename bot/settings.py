@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -14,12 +15,50 @@ _ENV: Final = SettingsConfigDict(
 )
 
 
+_DATABASE_SCHEMES: Final = ("sqlite:///", "postgresql://", "postgres://")
+
+
+def _database_url(value: SecretStr | None) -> SecretStr | None:
+    if value is None or not value.get_secret_value().strip():
+        return None
+    if not value.get_secret_value().startswith(_DATABASE_SCHEMES):
+        # The value is never repeated: it may hold the database password.
+        raise ValueError("must start with sqlite:/// or postgresql://")
+    return value
+
+
+def storage_url(database_url: SecretStr | None, database_path: Path) -> str:
+    """Where the ledger is: DATABASE_URL, else the SQLite file DATABASE_PATH names."""
+    if database_url is not None:
+        return database_url.get_secret_value()
+    return f"sqlite:///{database_path}"
+
+
 class StorageSettings(BaseSettings):
-    """Only where the database is: what `python -m bot report` needs, without any secret."""
+    """Only where the database is: what `python -m bot report` needs, without the bot's secrets.
+
+    DATABASE_URL may carry the database's password: it is a SecretStr like the token.
+    """
 
     model_config = _ENV
 
     database_path: Path = DEFAULT_DATABASE_PATH
+    database_url: SecretStr | None = None
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        return _database_url(value)
+
+    @property
+    def url(self) -> str:
+        """DATABASE_URL, else sqlite:/// with DATABASE_PATH."""
+        return storage_url(self.database_url, self.database_path)
 
 
 class ProbeSettings(BaseSettings):
@@ -45,6 +84,8 @@ class Settings(BaseSettings):
     cometapi_base_url: str = "https://api.cometapi.com/v1"
     discord_api_base_url: str = "https://discord.com/api/v10"
     database_path: Path = DEFAULT_DATABASE_PATH
+    database_url: SecretStr | None = None
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     default_model: str = "dall-e-3"
     cometapi_timeout_s: float = Field(default=180.0, gt=0)
     max_concurrent_generations: int = Field(default=16, ge=1)
@@ -94,7 +135,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of: {', '.join(CATALOG)}")
         return value
 
-    @field_validator("shard_count", "metrics_port", mode="before")
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        return _database_url(value)
+
+    @field_validator("shard_count", "metrics_port", "database_url", "instance_id", mode="before")
     @classmethod
     def _blank_count(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -112,6 +158,35 @@ class Settings(BaseSettings):
                 f"SHARD_IDS must be between 0 and SHARD_COUNT-1 ({self.shard_count - 1})"
             )
         return self
+
+    @property
+    def storage_url(self) -> str:
+        """DATABASE_URL, else sqlite:/// with DATABASE_PATH (a secret: never log it)."""
+        return storage_url(self.database_url, self.database_path)
+
+    @property
+    def instance(self) -> str:
+        """Whose rows in flight are this process's: INSTANCE_ID, else named by SHARD_IDS.
+
+        Stable across restarts of the same slice, so a restarted process closes the rows
+        its previous run left pending, and only those.
+        """
+        if self.instance_id:
+            return self.instance_id
+        if self.shard_ids:
+            return "shards-" + "-".join(str(shard) for shard in sorted(self.shard_ids))
+        return "default"
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log filter: the token, the key, the database password."""
+        values = [self.discord_token.get_secret_value(), self.cometapi_key.get_secret_value()]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values.append(password)
+            values.append(self.database_url.get_secret_value())
+        return values
 
     @property
     def syncs_commands(self) -> bool:

@@ -1,9 +1,11 @@
 """CSV export of the usage log: streamed to a file, gzip'd or split to fit an upload limit.
 
-The export reads on its own read-only connection, in a worker thread: rows go from SQLite's
-cursor straight into the file, so memory stays flat however many rows there are; the event
-loop and the bot's shared connection are never held up; and the file is one consistent
-snapshot even while generations are being written.
+On SQLite the export reads on its own read-only connection, in a worker thread; on
+PostgreSQL through a server-side cursor in one read-only repeatable-read transaction, with the
+file written in a worker thread. Either way rows go a thousand at a time from the cursor into
+the file, so memory stays flat however many rows there are; the event loop and the bot's
+other queries are never held up; and the file is one consistent snapshot even while
+generations are being written. Both write the same bytes for the same rows.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import aiosqlite
-
+from bot.ledger.db import Database, PostgresDatabase, SqliteDatabase
 from bot.ledger.reports import EXPORT_COLUMNS, Scope, Window, export_params, export_sql
 
 # Discord takes at most this many attachments in one message; more parts than a few messages
@@ -62,13 +63,7 @@ class ExportResult:
         return text
 
 
-async def database_file(db: aiosqlite.Connection) -> Path:
-    """The file behind a connection, for readers that open their own."""
-    async with db.execute("PRAGMA database_list") as cursor:
-        for row in await cursor.fetchall():
-            if row[1] == "main" and row[2]:
-                return Path(str(row[2]))
-    raise ValueError("the ledger is not a file")
+_BATCH: Final = 1000
 
 
 def _open_read_only(database: Path) -> sqlite3.Connection:
@@ -80,7 +75,7 @@ def write_csv(database: Path, scope: Scope, window: Window, target: Path) -> int
     db = _open_read_only(database)
     try:
         cursor = db.execute(export_sql(scope), export_params(scope, window))
-        cursor.arraysize = 1000
+        cursor.arraysize = _BATCH
         with target.open("w", encoding="utf-8", newline="") as out:
             writer = csv.writer(out)
             writer.writerow(EXPORT_COLUMNS)
@@ -158,8 +153,30 @@ def export_to_files(
     return package_for_upload(plain, rows, limit_bytes)
 
 
+async def write_csv_postgres(
+    db: PostgresDatabase, scope: Scope, window: Window, target: Path
+) -> int:
+    """`write_csv` on PostgreSQL: a cursor's batches written by a worker thread."""
+    statement = db.statement(export_sql(scope))
+    rows = 0
+    with target.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        await asyncio.to_thread(writer.writerow, EXPORT_COLUMNS)
+        async with (
+            db.pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            cursor = await connection.cursor(
+                statement.text, *statement.arguments(export_params(scope, window))
+            )
+            while batch := await cursor.fetch(_BATCH):
+                await asyncio.to_thread(writer.writerows, [tuple(row) for row in batch])
+                rows += len(batch)
+    return rows
+
+
 async def export_csv(
-    db: aiosqlite.Connection,
+    db: Database,
     scope: Scope,
     window: Window,
     directory: Path,
@@ -167,8 +184,13 @@ async def export_csv(
     name: str,
     limit_bytes: int,
 ) -> ExportResult:
-    """Export off the event loop, on a read-only connection to the ledger's file."""
-    database = await database_file(db)
-    return await asyncio.to_thread(
-        export_to_files, database, scope, window, directory, name, limit_bytes
-    )
+    """Export off the event loop: a read-only snapshot of the rows, packed to fit the limit."""
+    if isinstance(db, SqliteDatabase):
+        return await asyncio.to_thread(
+            export_to_files, db.path, scope, window, directory, name, limit_bytes
+        )
+    if not isinstance(db, PostgresDatabase):
+        raise TypeError(f"no export for {type(db).__name__}")
+    plain = directory / f"{name}.csv"
+    rows = await write_csv_postgres(db, scope, window, plain)
+    return await asyncio.to_thread(package_for_upload, plain, rows, limit_bytes)

@@ -13,11 +13,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Final
 
-import aiosqlite
-
 from bot.core.catalog import CATALOG, MAX_N_OPTION
 from bot.core.prompt_rules import MAX_TERMS, check_term, find_blocked, normalize
 from bot.ledger.busy import retry_busy
+from bot.ledger.db import Database, Dialect
 from bot.ledger.periods import to_db_time
 
 MAX_DAILY_IMAGES: Final = 100_000
@@ -412,7 +411,8 @@ class _GuildSet:
 def _guild_set(table: str, key: str, at: str = "added_at", by: str = "added_by") -> _GuildSet:
     # Composed once, at import, from these constant names: no value enters the SQL text.
     return _GuildSet(
-        f"INSERT OR IGNORE INTO {table} (guild_id, {key}, {at}, {by}) VALUES (?, ?, ?, ?)",  # noqa: S608
+        f"INSERT INTO {table} (guild_id, {key}, {at}, {by}) VALUES (?, ?, ?, ?) "  # noqa: S608
+        "ON CONFLICT DO NOTHING",
         f"DELETE FROM {table} WHERE guild_id = ? AND {key} = ?",  # noqa: S608
     )
 
@@ -424,10 +424,42 @@ _TERMS: Final = _guild_set("guild_blocked_terms", "term")
 _BLOCKS: Final = _guild_set("guild_blocks", "user_id", "blocked_at", "blocked_by")
 
 
+def _policy_sql(array: str, pair: str) -> str:
+    # Composed once, at import, from constant text: no value enters the SQL. `array` is the
+    # engine's JSON array aggregate (with its empty case), `pair` its JSON pair constructor.
+    def listed(column: str, table: str) -> str:
+        return f"(SELECT {array.format(column)} FROM {table} AS t WHERE t.guild_id = q.guild_id)"  # noqa: S608
+
+    return (
+        "SELECT l.user_daily_images, l.daily_budget_usd, l.allowed_models, l.max_n, "  # noqa: S608
+        "EXISTS (SELECT 1 FROM guild_blocks AS b WHERE b.guild_id = q.guild_id "
+        "AND b.user_id = ?), "
+        + ", ".join(
+            (
+                listed("term", "guild_blocked_terms"),
+                listed("channel_id", "guild_channels"),
+                listed("role_id", "guild_allowed_roles"),
+                listed(pair.format("role_id", "daily_images"), "guild_role_allowances"),
+                listed("flag", "guild_flags"),
+            )
+        )
+        + " FROM (SELECT CAST(? AS BIGINT) AS guild_id) AS q "
+        "LEFT JOIN guild_limits AS l ON l.guild_id = q.guild_id"
+    )
+
+
+_POLICY: Final = {
+    Dialect.SQLITE: _policy_sql("json_group_array({})", "json_array({}, {})"),
+    Dialect.POSTGRESQL: _policy_sql(
+        "COALESCE(json_agg({}), '[]'::json)", "json_build_array({}, {})"
+    ),
+}
+
+
 class LimitsStore:
     """Reads and writes the per-server limits on the ledger's connection."""
 
-    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], datetime]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
         self._db = db
         self._clock = clock
 
@@ -435,8 +467,7 @@ class LimitsStore:
         """Run one write, waiting out another process's lock; return the rows changed."""
 
         async def write() -> int:
-            cursor = await self._db.execute(sql, params)
-            return cursor.rowcount
+            return await self._db.execute(sql, params)
 
         return await retry_busy(write, timeout_s=ADMIN_LOCK_WAIT_S, what="limits")
 
@@ -454,38 +485,20 @@ class LimitsStore:
 
     async def limits(self, guild_id: int) -> GuildLimits:
         """The server's limits (NO_LIMITS when it set none)."""
-        async with self._db.execute(
+        row = await self._db.fetchone(
             "SELECT user_daily_images, daily_budget_usd, allowed_models, max_n "
             "FROM guild_limits WHERE guild_id = ?",
             (guild_id,),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             return NO_LIMITS
         return GuildLimits(row[0], row[1], _models_from_db(row[2]), row[3])
 
     async def policy(self, guild_id: int, user_id: int) -> Policy:
         """The server's limits and whether the member is blocked, in one read."""
-        # execute_fetchall is one trip to the database thread instead of three; this runs
-        # before every /imagine is acknowledged.
-        (row,) = await self._db.execute_fetchall(
-            "SELECT l.user_daily_images, l.daily_budget_usd, l.allowed_models, l.max_n, "
-            "EXISTS (SELECT 1 FROM guild_blocks AS b WHERE b.guild_id = q.guild_id "
-            "AND b.user_id = ?), "
-            "(SELECT json_group_array(term) FROM guild_blocked_terms AS t "
-            "WHERE t.guild_id = q.guild_id), "
-            "(SELECT json_group_array(channel_id) FROM guild_channels AS c "
-            "WHERE c.guild_id = q.guild_id), "
-            "(SELECT json_group_array(role_id) FROM guild_allowed_roles AS r "
-            "WHERE r.guild_id = q.guild_id), "
-            "(SELECT json_group_array(json_array(role_id, daily_images)) "
-            "FROM guild_role_allowances AS a WHERE a.guild_id = q.guild_id), "
-            "(SELECT json_group_array(flag) FROM guild_flags AS f "
-            "WHERE f.guild_id = q.guild_id) "
-            "FROM (SELECT ? AS guild_id) AS q "
-            "LEFT JOIN guild_limits AS l ON l.guild_id = q.guild_id",
-            (user_id, guild_id),
-        )
+        # One query is one trip to the database instead of seven; this runs before every
+        # /imagine is acknowledged.
+        (row,) = await self._db.execute_fetchall(_POLICY[self._db.dialect], (user_id, guild_id))
         limits = GuildLimits(row[0], row[1], _models_from_db(row[2]), row[3])
         return Policy(
             limits,
@@ -554,18 +567,18 @@ class LimitsStore:
 
     async def blocked_terms(self, guild_id: int) -> tuple[str, ...]:
         """The server's blocked words and phrases, normalized, in order."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT term FROM guild_blocked_terms WHERE guild_id = ? ORDER BY term", (guild_id,)
-        ) as cursor:
-            return tuple(str(row[0]) for row in await cursor.fetchall())
+        )
+        return tuple(str(row[0]) for row in rows)
 
     async def allowed_channels(self, guild_id: int) -> tuple[int, ...]:
         """The channels /imagine works in here; empty for every channel."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT channel_id FROM guild_channels WHERE guild_id = ? ORDER BY channel_id",
             (guild_id,),
-        ) as cursor:
-            return tuple(int(row[0]) for row in await cursor.fetchall())
+        )
+        return tuple(int(row[0]) for row in rows)
 
     async def add_blocked_term(self, guild_id: int, text: str, actor_id: int) -> bool:
         """Block a word or phrase here; False when it was already blocked."""
@@ -704,11 +717,11 @@ class LimitsStore:
 
     async def blocked_members(self, guild_id: int) -> tuple[int, ...]:
         """The members blocked here, oldest block first."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT user_id FROM guild_blocks WHERE guild_id = ? ORDER BY blocked_at, user_id",
             (guild_id,),
-        ) as cursor:
-            return tuple(int(row[0]) for row in await cursor.fetchall())
+        )
+        return tuple(int(row[0]) for row in rows)
 
     async def reset_day(self, guild_id: int, user_id: int, actor_id: int) -> None:
         """Give a member's day back: today's images made here stop counting; rows stay."""
@@ -723,12 +736,11 @@ class LimitsStore:
 
     async def recent_changes(self, guild_id: int, count: int = 10) -> tuple[LimitChange, ...]:
         """The latest changes of this server's limits, newest first."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT created_at, actor_id, action, target_id, old_value, new_value "
             "FROM limit_changes WHERE guild_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
             (guild_id, count),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return tuple(
             LimitChange(str(row[0]), int(row[1]), Action(row[2]), row[3], row[4], row[5])
             for row in rows

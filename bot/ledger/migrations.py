@@ -278,6 +278,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (guild_id, flag)
     ) WITHOUT ROWID;
     """,
+    # 9: the process that wrote a row (INSTANCE_ID). One process owns a SQLite file, so here
+    # it is a record for the operator; on PostgreSQL it says whose rows a restart may close.
+    """
+    ALTER TABLE generations ADD COLUMN instance_id TEXT;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

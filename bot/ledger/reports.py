@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-import aiosqlite
-
 from bot.core.catalog import CATALOG
+from bot.ledger.db import Database
 from bot.ledger.periods import Period, to_db_time
 
 TOP_USERS: Final = 10
@@ -149,7 +148,7 @@ def _params(scope: Scope, window: Window) -> dict[str, object]:
 _GUILD_ROWS: Final = (
     "FROM generations WHERE guild_id = :guild_id "
     "AND created_at >= :since AND created_at < :until "
-    "AND (:user_id IS NULL OR user_id = :user_id) "
+    "AND (CAST(:user_id AS BIGINT) IS NULL OR user_id = :user_id) "
 )
 # Without a guild (/usage, and the command line): one user's rows everywhere, by their index,
 # or every row. Each branch runs only for its kind of scope (its first term depends on a
@@ -159,7 +158,7 @@ _OTHER_ROWS: Final = (
     "FROM (SELECT * FROM generations WHERE user_id = :user_id "
     "AND created_at >= :since AND created_at < :until "
     "UNION ALL "
-    "SELECT * FROM generations WHERE :user_id IS NULL "
+    "SELECT * FROM generations WHERE CAST(:user_id AS BIGINT) IS NULL "
     "AND created_at >= :since AND created_at < :until) "
 )
 
@@ -197,7 +196,8 @@ _TOP_USERS_TAIL: Final = "GROUP BY user_id ORDER BY images DESC, cost DESC, user
 _DAILY_SELECT: Final = (
     f"SELECT substr(created_at, 1, 10) AS day, model, SUM({_RECEIVED}) AS images "
 )
-_DAILY_TAIL: Final = "GROUP BY day, model HAVING images > 0 ORDER BY day, model"
+# HAVING repeats the sum: PostgreSQL does not see output names there.
+_DAILY_TAIL: Final = f"GROUP BY day, model HAVING SUM({_RECEIVED}) > 0 ORDER BY day, model"
 _EXPORT_SELECT: Final = (
     "SELECT created_at, user_id, guild_id, channel_id, model, size, quality, n_requested, "
     "images_delivered, status, error_code, latency_ms, input_tokens, output_tokens, "
@@ -407,12 +407,9 @@ class Report:
     top_users: tuple[UserLine, ...]
 
 
-async def model_lines(
-    db: aiosqlite.Connection, scope: Scope, window: Window
-) -> tuple[ModelLine, ...]:
+async def model_lines(db: Database, scope: Scope, window: Window) -> tuple[ModelLine, ...]:
     """Per-model numbers, most images first."""
-    async with db.execute(_sql(_BY_MODEL_SQL, scope), _params(scope, window)) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.execute_fetchall(_sql(_BY_MODEL_SQL, scope), _params(scope, window))
     return tuple(
         ModelLine(
             model=str(row[0]),
@@ -431,17 +428,16 @@ async def model_lines(
 
 
 async def top_users(
-    db: aiosqlite.Connection, scope: Scope, window: Window, count: int = TOP_USERS
+    db: Database, scope: Scope, window: Window, count: int = TOP_USERS
 ) -> tuple[UserLine, ...]:
     """The members with the most images (then the highest cost), at most `count`."""
     params = _params(scope, window) | {"top": count}
-    async with db.execute(_sql(_TOP_USERS_SQL, scope), params) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.execute_fetchall(_sql(_TOP_USERS_SQL, scope), params)
     return tuple(UserLine(int(row[0]), int(row[1]), int(row[2]), float(row[3])) for row in rows)
 
 
 async def build_report(
-    db: aiosqlite.Connection, scope: Scope, window: Window, *, top: int = TOP_USERS
+    db: Database, scope: Scope, window: Window, *, top: int = TOP_USERS
 ) -> Report:
     """The report of a scope: totals, per model, and (unless it is one user's) top users."""
     lines = await model_lines(db, scope, window)
@@ -462,12 +458,9 @@ class DailySeries:
         return sum(self.images.get((day, model), 0) for model in self.models)
 
 
-async def daily_series(
-    db: aiosqlite.Connection, scope: Scope, window: Window, today: date
-) -> DailySeries:
+async def daily_series(db: Database, scope: Scope, window: Window, today: date) -> DailySeries:
     """Images per day and model over the window; an open start begins at the first image."""
-    async with db.execute(_sql(_DAILY_SQL, scope), _params(scope, window)) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.execute_fetchall(_sql(_DAILY_SQL, scope), _params(scope, window))
     images = {(date.fromisoformat(str(row[0])), str(row[1])): int(row[2]) for row in rows}
     # Catalog order, so a model keeps its place (and its colour in the chart) across reports.
     order = {name: index for index, name in enumerate(CATALOG)}

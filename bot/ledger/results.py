@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-import aiosqlite
-
 from bot.ledger.busy import retry_busy
+from bot.ledger.db import Database, Row
 from bot.ledger.periods import to_db_time
 
 HISTORY_MAX: Final = 25
@@ -62,44 +61,38 @@ class StoredGeneration:
     reference_count: int
 
 
-def _stored(row: aiosqlite.Row | tuple[object, ...]) -> StoredGeneration:
+def _stored(row: Row) -> StoredGeneration:
     values = list(row)
     values[11] = bool(values[11])
     values[24] = bool(values[24])
     return StoredGeneration(*values)
 
 
-async def stored_generation(db: aiosqlite.Connection, row_id: int) -> StoredGeneration | None:
+async def stored_generation(db: Database, row_id: int) -> StoredGeneration | None:
     """The generation with this id, or None when there is no such row."""
-    async with db.execute(f"SELECT {_COLUMNS} FROM generations WHERE id = ?", (row_id,)) as cur:  # noqa: S608
-        row = await cur.fetchone()
+    row = await db.fetchone(f"SELECT {_COLUMNS} FROM generations WHERE id = ?", (row_id,))  # noqa: S608
     return _stored(row) if row else None
 
 
-async def history(
-    db: aiosqlite.Connection, user_id: int, count: int
-) -> tuple[StoredGeneration, ...]:
+async def history(db: Database, user_id: int, count: int) -> tuple[StoredGeneration, ...]:
     """The member's own latest generations, newest first; never another member's."""
-    async with db.execute(
+    rows = await db.execute_fetchall(
         f"SELECT {_COLUMNS} FROM generations WHERE user_id = ? "  # noqa: S608
         "ORDER BY created_at DESC, id DESC LIMIT ?",
         (user_id, max(1, min(count, HISTORY_MAX))),
-    ) as cursor:
-        rows = await cursor.fetchall()
+    )
     return tuple(_stored(row) for row in rows)
 
 
-async def mark_deleted(
-    db: aiosqlite.Connection, row_id: int, deleted_by: int, now: datetime
-) -> bool:
+async def mark_deleted(db: Database, row_id: int, deleted_by: int, now: datetime) -> bool:
     """Record that a member deleted the result; False when it was already marked."""
 
     async def write() -> bool:
-        cursor = await db.execute(
+        changed = await db.execute(
             "UPDATE generations SET deleted_at = ?, deleted_by = ? "
             "WHERE id = ? AND deleted_at IS NULL",
             (to_db_time(now), deleted_by, row_id),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     return await retry_busy(write, timeout_s=_DELETE_LOCK_WAIT_S, what="deleted result")

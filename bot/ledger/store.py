@@ -7,13 +7,14 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 import aiosqlite
 
 from bot.ledger.busy import LedgerBusy, retry_busy
+from bot.ledger.db import Database, Dialect, SqliteDatabase
 from bot.ledger.limits import BudgetExhausted, BudgetScope, Ceilings, QuotaExceeded, Whose
 from bot.ledger.migrations import migrate
 from bot.ledger.periods import day_start, next_reset, to_db_time, utc_now
@@ -38,6 +39,11 @@ RESERVE_LOCK_WAIT_S: Final = 1.2
 FINISH_LOCK_WAIT_S: Final = 60.0
 # Start-up (migrations, stale rows) and admin writes: nobody is waiting within 3 s.
 SLOW_LOCK_WAIT_S: Final = 10.0
+
+# On a shared database, a pending row this old belongs to a process that is gone for good (a
+# generation's every timeout and retry end long before): any process's start may close it.
+ABANDONED_AFTER: Final = timedelta(hours=6)
+DEFAULT_INSTANCE_ID: Final = "default"
 
 # The statuses a row can end in; see migration 3 for what each says.
 FINAL_STATUSES: Final = frozenset({"delivered", "failed", "interrupted", "interrupted_delivery"})
@@ -72,23 +78,40 @@ _BOT_SPEND: Final = (
 
 def _budget_ok(spend: str, budget: str) -> str:
     # Nothing more once a budget is reached, and never a request whose estimate passes it.
-    return f"({budget} IS NULL OR ({spend} < {budget} AND {spend} + :reserved <= {budget}))"
+    return (
+        f"(CAST({budget} AS DOUBLE PRECISION) IS NULL "
+        f"OR ({spend} < {budget} AND {spend} + :reserved <= {budget}))"
+    )
 
 
 # Composed once, at import, from the constants above: no value ever enters the SQL text.
-# The checks and the insert are one statement, so concurrent requests cannot both slip under.
+# The checks and the insert are one statement, so concurrent requests cannot both slip under
+# on SQLite (one writer at a time); on PostgreSQL, `reserve` runs it under advisory locks.
+# The casts give PostgreSQL each parameter's type where nothing around it says.
 _RESERVE: Final = (
     "INSERT INTO generations (created_at, user_id, guild_id, channel_id, model, size, "
     "quality, n_requested, status, request_id, reserved_usd, options_json, parent_id, private, "
-    "kind, reference_count) "
-    "SELECT :created_at, :user_id, :guild_id, :channel_id, :model, :size, :quality, :n, "
-    "'pending', :request_id, :reserved, :options_json, :parent_id, :private, :kind, "
-    ":reference_count "
-    "WHERE (:operator_images IS NULL OR " + _OPERATOR_IMAGES + " + :n <= :operator_images) "
-    "AND (:server_images IS NULL OR " + _SERVER_IMAGES + " + :n <= :server_images) "
+    "kind, reference_count, instance_id) "
+    "SELECT CAST(:created_at AS TEXT), CAST(:user_id AS BIGINT), CAST(:guild_id AS BIGINT), "
+    "CAST(:channel_id AS BIGINT), CAST(:model AS TEXT), CAST(:size AS TEXT), "
+    "CAST(:quality AS TEXT), CAST(:n AS INTEGER), 'pending', CAST(:request_id AS TEXT), "
+    "CAST(:reserved AS DOUBLE PRECISION), CAST(:options_json AS TEXT), "
+    "CAST(:parent_id AS BIGINT), CAST(:private AS INTEGER), CAST(:kind AS TEXT), "
+    "CAST(:reference_count AS INTEGER), CAST(:instance_id AS TEXT) "
+    "WHERE (CAST(:operator_images AS BIGINT) IS NULL "
+    "OR " + _OPERATOR_IMAGES + " + :n <= :operator_images) "
+    "AND (CAST(:server_images AS BIGINT) IS NULL "
+    "OR " + _SERVER_IMAGES + " + :n <= :server_images) "
     "AND " + _budget_ok(_USER_SPEND, ":user_budget") + " "
     "AND " + _budget_ok(_SERVER_SPEND, ":server_budget") + " "
     "AND " + _budget_ok(_BOT_SPEND, ":bot_budget")
+)
+_CLOSE_STALE: Final = (
+    "UPDATE generations SET "
+    "status = CASE billed WHEN 1 THEN 'interrupted_delivery' ELSE 'interrupted' END, "
+    "error_code = 'interrupted', "
+    "error_message = 'the bot stopped before this generation finished', "
+    "finished_at = :now WHERE status = 'pending' "
 )
 _COUNTS: Final = "SELECT " + ", ".join(
     (_OPERATOR_IMAGES, _SERVER_IMAGES, _USER_SPEND, _SERVER_SPEND, _BOT_SPEND)
@@ -223,27 +246,32 @@ def _db_day(now: datetime) -> str:
 
 
 class UsageLedger:
-    """The process's writer connection, a read-only one for reports, and every query on them."""
+    """The process's writer, a reader for reports, and every query of the generations.
+
+    On SQLite these are two connections to one file; on PostgreSQL both are the pool.
+    """
 
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Database,
         clock: Callable[[], datetime] = utc_now,
         *,
-        reader: aiosqlite.Connection | None = None,
+        reader: Database | None = None,
+        instance_id: str = DEFAULT_INSTANCE_ID,
     ) -> None:
         self._db = db
         self._reader = reader or db
         self._clock = clock
+        self.instance_id = instance_id
 
     @property
-    def connection(self) -> aiosqlite.Connection:
-        """The writer connection, for modules that add their own writes (limits, prices)."""
+    def connection(self) -> Database:
+        """The writer, for modules that add their own writes (limits, prices)."""
         return self._db
 
     @property
-    def reader(self) -> aiosqlite.Connection:
-        """The read-only connection: a long report on it never delays a reservation."""
+    def reader(self) -> Database:
+        """The reader: a long report on it never delays a reservation."""
         return self._reader
 
     def now(self) -> datetime:
@@ -251,22 +279,27 @@ class UsageLedger:
         return self._clock()
 
     async def mark_stale_pending(self) -> int:
-        """At start-up: rows still pending belong to a process that died; give each its end.
+        """At start-up: rows this instance left pending died with it; give each its end.
 
         A row whose call upstream had answered was billed: it ends `interrupted_delivery`,
-        with its cost; the others end `interrupted`, free.
+        with its cost; the others end `interrupted`, free. One process owns a SQLite file, so
+        there every pending row is this process's. On PostgreSQL only this instance's rows
+        (its INSTANCE_ID), and any left pending longer than ABANDONED_AFTER by an instance
+        that never came back: never the rows in flight of another live process.
         """
+        now = self.now()
+        if self._db.dialect is Dialect.POSTGRESQL:
+            sql = _CLOSE_STALE + "AND (instance_id = :me OR created_at < :abandoned)"
+            params = {
+                "now": to_db_time(now),
+                "me": self.instance_id,
+                "abandoned": to_db_time(now - ABANDONED_AFTER),
+            }
+        else:
+            sql, params = _CLOSE_STALE, {"now": to_db_time(now)}
 
         async def write() -> int:
-            cursor = await self._db.execute(
-                "UPDATE generations SET "
-                "status = CASE billed WHEN 1 THEN 'interrupted_delivery' ELSE 'interrupted' END, "
-                "error_code = 'interrupted', "
-                "error_message = 'the bot stopped before this generation finished', "
-                "finished_at = :now WHERE status = 'pending'",
-                {"now": to_db_time(self.now())},
-            )
-            return cursor.rowcount
+            return await self._db.execute(sql, params)
 
         return await retry_busy(write, timeout_s=SLOW_LOCK_WAIT_S, what="stale rows")
 
@@ -299,6 +332,7 @@ class UsageLedger:
             "private": int(entry.private),
             "kind": entry.kind,
             "reference_count": entry.reference_count,
+            "instance_id": self.instance_id,
             "day_start": _db_day(now),
             "operator_images": ceilings.operator_daily_images,
             "server_images": ceilings.server_daily_images if entry.guild_id else None,
@@ -307,9 +341,21 @@ class UsageLedger:
             "bot_budget": ceilings.bot_daily_budget_usd,
         }
 
+        # On PostgreSQL two processes' statements can interleave: each reservation first takes
+        # a transaction-scoped advisory lock per total it checks (the member's; the server's
+        # and the bot's when they have a budget), so the sums it reads include every row an
+        # earlier holder inserted. Chosen over a counters table because the sums over the rows
+        # stay the only record: resets, refunds at the final status and settled costs need no
+        # second bookkeeping to keep in step. Only reservations that share a total queue.
+        keys = [f"user:{entry.user_id}"]
+        if params["server_budget"] is not None:
+            keys.append(f"guild:{entry.guild_id}")
+        if params["bot_budget"] is not None:
+            keys.append("bot")
+
         async def write() -> int | None:
-            cursor = await self._db.execute(_RESERVE, params)
-            return cursor.lastrowid if cursor.rowcount == 1 else None
+            async with self._db.serialized(keys, wait_s=RESERVE_LOCK_WAIT_S) as db:
+                return await db.insert(_RESERVE, params)
 
         # A refusal is read back after the insert; a row finishing in between can make the
         # read find room again, so the pair is tried a few times before giving up.
@@ -377,12 +423,12 @@ class UsageLedger:
         answer = final.answer
 
         async def write() -> bool:
-            cursor = await self._db.execute(
+            changed = await self._db.execute(
                 "UPDATE generations SET status = :status, images_delivered = :images, "
                 "error_code = :code, error_message = :message, latency_ms = :latency, "
                 "attempts = COALESCE(:attempts, attempts), "
                 "upstream_request_id = COALESCE(:upstream_id, upstream_request_id), "
-                "billed = MAX(billed, :billed), "
+                "billed = CASE WHEN billed = 1 THEN 1 ELSE :billed END, "
                 "input_tokens = COALESCE(:input_tokens, input_tokens), "
                 "output_tokens = COALESCE(:output_tokens, output_tokens), "
                 "total_tokens = COALESCE(:total_tokens, total_tokens), "
@@ -418,22 +464,18 @@ class UsageLedger:
                     "id": row_id,
                 },
             )
-            return cursor.rowcount == 1
+            return changed == 1
 
         return await retry_busy(write, timeout_s=FINISH_LOCK_WAIT_S, what="final status")
 
     async def status_of(self, row_id: int) -> str | None:
         """The row's status, or None when there is no such row."""
-        async with self._db.execute(
-            "SELECT status FROM generations WHERE id = ?", (row_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone("SELECT status FROM generations WHERE id = ?", (row_id,))
         return str(row[0]) if row else None
 
     async def price_cache(self) -> dict[str, tuple[str, str]]:
         """The cached catalog prices: model -> (price JSON, fetched_at)."""
-        async with self._db.execute("SELECT model, price, fetched_at FROM price_cache") as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._db.execute_fetchall("SELECT model, price, fetched_at FROM price_cache")
         return {str(row[0]): (str(row[1]), str(row[2])) for row in rows}
 
     async def save_price_cache(self, prices: Mapping[str, str], fetched_at: datetime) -> None:
@@ -455,8 +497,7 @@ class UsageLedger:
 
     async def get_meta(self, key: str) -> str | None:
         """A stored bookkeeping value, such as the last synced command hash."""
-        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
         return str(row[0]) if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -514,7 +555,7 @@ def _read_only_uri(path: Path) -> str:
 
 @asynccontextmanager
 async def open_ledger(
-    path: Path, clock: Callable[[], datetime] = utc_now
+    path: Path, clock: Callable[[], datetime] = utc_now, *, instance_id: str = DEFAULT_INSTANCE_ID
 ) -> AsyncIterator[UsageLedger]:
     """Own the database for the life of the block: the process lock and both connections.
 
@@ -529,7 +570,12 @@ async def open_ledger(
         try:
             reader = await connect_reader(reader_uri)
             try:
-                yield UsageLedger(db, clock, reader=reader)
+                yield UsageLedger(
+                    SqliteDatabase(db, path),
+                    clock,
+                    reader=SqliteDatabase(reader, path),
+                    instance_id=instance_id,
+                )
             finally:
                 await reader.close()
         finally:

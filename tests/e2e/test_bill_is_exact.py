@@ -330,7 +330,7 @@ async def test_a_second_process_on_the_same_file_refuses_to_start(
         fakes() as (fake, comet),
         run_bot(fake, comet, database, monkeypatch, shutdown_grace_s=0.2) as bot,
     ):
-        comet.queue(Reply.auto(latency=1.0))
+        comet.queue(Reply.auto(latency=5.0))
         handle = await bot.imagine(prompt="in flight", user_id=MEMBER)
         await comet.wait_for_calls(1)
         env = {

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.ledger.db import SqliteDatabase
 from bot.ledger.limits import (
     BudgetExhausted,
     BudgetScope,
@@ -283,7 +284,10 @@ async def test_two_connections_never_pass_a_budget_together(tmp_path: Path, cloc
     path = tmp_path / "usage.db"
     first_db, second_db = await connect(path), await connect(path)
     try:
-        writers = (UsageLedger(first_db, clock), UsageLedger(second_db, clock))
+        writers = (
+            UsageLedger(SqliteDatabase(first_db, path), clock),
+            UsageLedger(SqliteDatabase(second_db, path), clock),
+        )
         ceilings = budget_ceilings(BudgetScope.BOT)
         results = await asyncio.gather(
             *(

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from bot.ledger.db import SqliteDatabase
 from bot.ledger.limits import Ceilings, QuotaExceeded, Whose
 from bot.ledger.migrations import SCHEMA_VERSION, SchemaTooNew, migrate
 from bot.ledger.periods import Period
@@ -82,14 +83,13 @@ async def test_rows_carry_every_column(ledger: UsageLedger, clock: Clock) -> Non
     )
     clock.now += timedelta(seconds=3)
     assert await ledger.finish(row, FinalStatus("delivered", images_delivered=2), latency_ms=1234)
-    async with ledger.connection.execute(
+    stored = await ledger.connection.fetchone(
         "SELECT created_at, user_id, guild_id, channel_id, model, size, quality, n_requested, "
         "images_delivered, status, error_code, latency_ms, input_tokens, output_tokens, "
         "total_tokens, request_id, billed, attempts, upstream_request_id, reserved_usd, "
         "cost_usd, price_source, price_as_of, finished_at, quota_images, spend_usd "
         "FROM generations"
-    ) as cursor:
-        stored = await cursor.fetchone()
+    )
     assert stored is not None
     assert tuple(stored) == (
         "2026-11-21T12:00:00.000000Z",
@@ -168,7 +168,8 @@ async def test_concurrent_reservations_from_two_connections(tmp_path: Path, cloc
     first_db = await connect(path)
     second_db = await connect(path)
     try:
-        first, second = UsageLedger(first_db, clock), UsageLedger(second_db, clock)
+        first = UsageLedger(SqliteDatabase(first_db, path), clock)
+        second = UsageLedger(SqliteDatabase(second_db, path), clock)
         results = await asyncio.gather(
             *(
                 ledger.reserve(generation(), limit(5))
@@ -201,8 +202,8 @@ async def test_stale_pending_rows_are_marked_interrupted(ledger: UsageLedger) ->
     await ledger.reserve(generation(n=4), Ceilings())
     assert await ledger.mark_stale_pending() == 1
     assert await images_today(ledger, 1) == 0
-    async with ledger.connection.execute("SELECT status FROM generations") as cursor:
-        assert [row[0] for row in await cursor.fetchall()] == ["interrupted"]
+    rows = await ledger.connection.execute_fetchall("SELECT status FROM generations")
+    assert [row[0] for row in rows] == ["interrupted"]
 
 
 async def test_user_report_numbers(ledger: UsageLedger, clock: Clock) -> None:

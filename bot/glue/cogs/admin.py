@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-import aiosqlite
 import discord
 from discord import app_commands
 from discord.app_commands import Choice, Range
@@ -28,6 +27,7 @@ from bot.core.service import GenerationService
 from bot.glue.cogs.usage import PERIOD_CHOICES
 from bot.glue.errors import answer
 from bot.glue.render import limits_embed, member_report_embed, role_ids, server_report_embed
+from bot.ledger.db import Database
 from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
 from bot.ledger.limits import (
     MAX_DAILY_IMAGES,
@@ -79,7 +79,7 @@ class AdminCog(commands.Cog):
         self._service = service
 
     @property
-    def _db(self) -> aiosqlite.Connection:
+    def _db(self) -> Database:
         # Reports and exports read on their own read-only connection: a long one never
         # delays a reservation on the writer.
         return self._service.ledger.reader
