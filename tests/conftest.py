@@ -8,7 +8,10 @@ service calls CometAPI through the real client, over HTTP, at the fake on 127.0.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +28,10 @@ from bot.core.service import GenerationService, OperatorLimits
 from bot.core.slots import FairSlots
 from bot.core.validation import GenerationRequest
 from bot.ledger.limits import Ceilings
+from bot.ledger.postgres import open_postgres_ledger
 from bot.ledger.store import FinalStatus, NewGeneration, UpstreamAnswer, UsageLedger, open_ledger
 from tests.fakes.fake_cometapi import FakeCometAPI
+from tests.pg import PgCluster, cluster_folder, start_cluster, stop_cluster
 
 NOW: Final = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 NO_CEILINGS: Final = Ceilings()
@@ -59,9 +64,49 @@ def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / "usage.db"
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A real PostgreSQL for the session (tests/pg.py); skipped without one, except in CI."""
+    folder = cluster_folder()
+    try:
+        cluster, data, bindir = start_cluster(folder)
+        try:
+            # In a thread of its own: an async test's loop may be running when this starts.
+            with ThreadPoolExecutor(1) as thread:
+                thread.submit(asyncio.run, cluster.prepare_template()).result()
+            yield cluster
+        finally:
+            stop_cluster(data, bindir)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
-async def ledger(ledger_path: Path, clock: Clock) -> AsyncIterator[UsageLedger]:
-    """A real ledger on a fresh SQLite file, on the test's clock."""
+async def pg_url(pg_cluster: PgCluster) -> str:
+    """The URL of a fresh, migrated, empty PostgreSQL database."""
+    return await pg_cluster.fresh_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def ledger(
+    request: pytest.FixtureRequest, ledger_path: Path, clock: Clock
+) -> AsyncIterator[UsageLedger]:
+    """A real ledger on the test's clock, once on a fresh SQLite file, once on PostgreSQL.
+
+    Every ledger, report and service test runs on both backends.
+    """
+    if request.param == "sqlite":
+        async with open_ledger(ledger_path, clock) as opened:
+            yield opened
+    else:
+        url = await request.getfixturevalue("pg_cluster").fresh_database()
+        async with open_postgres_ledger(url, clock, instance_id="test") as opened:
+            yield opened
+
+
+@pytest.fixture
+async def sqlite_ledger(ledger_path: Path, clock: Clock) -> AsyncIterator[UsageLedger]:
+    """A real ledger on a fresh SQLite file, for what only SQLite has (its file, its locks)."""
     async with open_ledger(ledger_path, clock) as opened:
         yield opened
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -423,7 +421,7 @@ async def test_refresh_runs_at_start_then_daily(
 
 
 async def test_delivered_generations_store_their_cost(
-    service: GenerationService, comet: FakeCometAPI, ledger: UsageLedger, ledger_path: Path
+    service: GenerationService, comet: FakeCometAPI, ledger: UsageLedger
 ) -> None:
     """The row keeps the estimate, its source and date; a failure stores no cost.
 
@@ -446,11 +444,10 @@ async def test_delivered_generations_store_their_cost(
                 await failed.call_upstream()
     assert (raised.value.kind, raised.value.billed) == (ErrorKind.TIMEOUT, False)
     assert [call.model for call in comet.calls] == ["gpt-image-2", "qwen-image", "dall-e-3"]
-    with closing(sqlite3.connect(ledger_path)) as db:
-        rows = db.execute(
-            "SELECT model, status, billed, reserved_usd, cost_usd, price_source, price_as_of "
-            "FROM generations ORDER BY id"
-        ).fetchall()
+    rows = await ledger.reader.execute_fetchall(
+        "SELECT model, status, billed, reserved_usd, cost_usd, price_source, price_as_of "
+        "FROM generations ORDER BY id"
+    )
     assert rows == [
         (
             "gpt-image-2",
@@ -464,10 +461,9 @@ async def test_delivered_generations_store_their_cost(
         ("qwen-image", "delivered", 1, 0.0, None, None, None),
         ("dall-e-3", "failed", 0, pytest.approx(0.04), None, None, None),
     ]
-    with closing(sqlite3.connect(ledger_path)) as db:
-        tokens = db.execute(
-            "SELECT input_tokens, output_tokens, total_tokens FROM generations ORDER BY id"
-        ).fetchall()
+    tokens = await ledger.reader.execute_fetchall(
+        "SELECT input_tokens, output_tokens, total_tokens FROM generations ORDER BY id"
+    )
     assert tokens == [(1500, 1500, 3000), (None, None, None), (None, None, None)]
 
 

@@ -99,3 +99,33 @@ def test_running_without_a_token_prints_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "DISCORD_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_database_url_is_a_secret_kept_out_of_errors_and_logs() -> None:
+    """DATABASE_URL carries a password: never in a settings error, always in the log filter."""
+    from bot.settings import Settings, describe_settings_error
+
+    base = {"discord_token": "t" * 20, "cometapi_key": "k" * 20}
+    url = "postgresql://bot:hunter2-long-pass@db:5432/imagine"
+    settings = Settings(_env_file=None, database_url=url, **base)  # type: ignore[call-arg]
+    assert settings.storage_url == url
+    assert "hunter2-long-pass" in settings.secrets
+    assert "hunter2" not in repr(settings)
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, database_url="mysql://bot:hunter2-long-pass@db/x", **base)  # type: ignore[call-arg]
+    text = describe_settings_error(raised.value)
+    assert "DATABASE_URL: must start with sqlite:/// or postgresql://" in text
+    assert "hunter2" not in text
+
+
+def test_the_default_storage_is_the_sqlite_file_and_instance_follows_the_shards() -> None:
+    """Unset DATABASE_URL is sqlite:/// DATABASE_PATH; the instance id is named by SHARD_IDS."""
+    from bot.settings import Settings
+
+    base = {"discord_token": "t" * 20, "cometapi_key": "k" * 20}
+    plain = Settings(_env_file=None, database_path="x/usage.db", **base)  # type: ignore[call-arg]
+    assert (plain.storage_url, plain.instance) == ("sqlite:///x/usage.db", "default")
+    sharded = Settings(_env_file=None, shard_count=4, shard_ids="3,1", **base)  # type: ignore[call-arg]
+    assert sharded.instance == "shards-1-3"
+    named = Settings(_env_file=None, instance_id="eu-1", shard_count=4, shard_ids="1", **base)  # type: ignore[call-arg]
+    assert named.instance == "eu-1"

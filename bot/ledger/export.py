@@ -175,6 +175,15 @@ async def write_csv_postgres(
     return rows
 
 
+async def write_export(db: Database, scope: Scope, window: Window, target: Path) -> int:
+    """`write_csv` for either backend, off the event loop; return the rows."""
+    if isinstance(db, SqliteDatabase):
+        return await asyncio.to_thread(write_csv, db.path, scope, window, target)
+    if isinstance(db, PostgresDatabase):
+        return await write_csv_postgres(db, scope, window, target)
+    raise TypeError(f"no export for {type(db).__name__}")
+
+
 async def export_csv(
     db: Database,
     scope: Scope,
@@ -185,12 +194,6 @@ async def export_csv(
     limit_bytes: int,
 ) -> ExportResult:
     """Export off the event loop: a read-only snapshot of the rows, packed to fit the limit."""
-    if isinstance(db, SqliteDatabase):
-        return await asyncio.to_thread(
-            export_to_files, db.path, scope, window, directory, name, limit_bytes
-        )
-    if not isinstance(db, PostgresDatabase):
-        raise TypeError(f"no export for {type(db).__name__}")
     plain = directory / f"{name}.csv"
-    rows = await write_csv_postgres(db, scope, window, plain)
+    rows = await write_export(db, scope, window, plain)
     return await asyncio.to_thread(package_for_upload, plain, rows, limit_bytes)

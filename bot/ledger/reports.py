@@ -159,7 +159,7 @@ _OTHER_ROWS: Final = (
     "AND created_at >= :since AND created_at < :until "
     "UNION ALL "
     "SELECT * FROM generations WHERE CAST(:user_id AS BIGINT) IS NULL "
-    "AND created_at >= :since AND created_at < :until) "
+    "AND created_at >= :since AND created_at < :until) AS scoped "
 )
 
 # Images are the ones members received. Cost is every call upstream billed, delivered or

@@ -25,6 +25,13 @@ from bot.ledger.store import RESERVE_LOCK_WAIT_S, FinalStatus, UsageLedger
 from tests.conftest import NO_CEILINGS, add_row, answer, generation
 
 
+@pytest.fixture
+def ledger(sqlite_ledger: UsageLedger) -> UsageLedger:
+    """SQLite's file locks are what this file is about: SQLite only (PostgreSQL's waits are
+    in test_postgres.py)."""
+    return sqlite_ledger
+
+
 class WriteLock:
     """Another connection's write lock on the database, held until `release`."""
 

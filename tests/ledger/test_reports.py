@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from bot.ledger.export import (
     ExportTooLarge,
     export_csv,
     package_for_upload,
-    write_csv,
+    write_export,
 )
 from bot.ledger.periods import Period
 from bot.ledger.reports import (
@@ -315,17 +314,16 @@ def test_bad_periods_say_what_works(
         parse_window(period, start, end, NOW)
 
 
-def _stored_rows(path: Path, guild: int) -> list[tuple[str, ...]]:
+async def _stored_rows(ledger: UsageLedger, guild: int) -> list[tuple[str, ...]]:
     """The guild's rows as the CSV writes them: text, empty for NULL, cost when billed."""
-    with sqlite3.connect(path) as db:
-        rows = db.execute(
-            "SELECT created_at, user_id, guild_id, channel_id, model, size, quality, "
-            "n_requested, images_delivered, status, error_code, latency_ms, input_tokens, "
-            "output_tokens, total_tokens, cost_usd, price_source, price_as_of, request_id, "
-            "billed, attempts, upstream_request_id, kind, reference_count "
-            "FROM generations WHERE guild_id = ? ORDER BY created_at, id",
-            (guild,),
-        ).fetchall()
+    rows = await ledger.reader.execute_fetchall(
+        "SELECT created_at, user_id, guild_id, channel_id, model, size, quality, "
+        "n_requested, images_delivered, status, error_code, latency_ms, input_tokens, "
+        "output_tokens, total_tokens, cost_usd, price_source, price_as_of, request_id, "
+        "billed, attempts, upstream_request_id, kind, reference_count "
+        "FROM generations WHERE guild_id = ? ORDER BY created_at, id",
+        (guild,),
+    )
     return [tuple("" if value is None else str(value) for value in row) for row in rows]
 
 
@@ -368,7 +366,7 @@ async def test_export_parses_back_to_the_same_rows(ledger: UsageLedger, tmp_path
     ):
         assert column in parsed[0]
     assert tuple(parsed[0]) == EXPORT_COLUMNS
-    assert [tuple(row) for row in parsed[1:]] == _stored_rows(tmp_path / "usage.db", G1)
+    assert [tuple(row) for row in parsed[1:]] == await _stored_rows(ledger, G1)
     by_status = {(row[9], row[10]): row[15:] for row in parsed[1:]}
     # A billed failure exports its cost and trace ids; an unbilled one has neither.
     assert by_status[("failed", "delivery_failed")][:1] == ["0.04"]
@@ -389,31 +387,32 @@ def _read_parts(paths: tuple[Path, ...]) -> list[list[str]]:
 
 async def test_export_is_gzipped_then_split_to_fit(ledger: UsageLedger, tmp_path: Path) -> None:
     """Over the limit: gzip; still over: gzip'd parts, each within the limit, rows in order."""
-    database = tmp_path / "usage.db"
-    expected = [list(row) for row in _stored_rows(database, G1)]
+    expected = [list(row) for row in await _stored_rows(ledger, G1)]
 
-    def export(name: str, limit: int) -> tuple[int, ExportResult]:
+    async def export(name: str, limit: int) -> tuple[int, ExportResult]:
         folder = tmp_path / name
         folder.mkdir()
         plain = folder / "export.csv"
-        rows = write_csv(database, Scope(guild_id=G1), window_for(Period.ALL, NOW), plain)
+        rows = await write_export(
+            ledger.reader, Scope(guild_id=G1), window_for(Period.ALL, NOW), plain
+        )
         size = plain.stat().st_size
         result = package_for_upload(plain, rows, limit)
         assert all(path.stat().st_size <= limit for path in result.files)
         assert not plain.exists() or result.files == (plain,)
         return size, result
 
-    size, fits = export("fits", 1_000_000)
+    size, fits = await export("fits", 1_000_000)
     assert (fits.compressed, fits.split, fits.files[0].name) == (False, False, "export.csv")
     assert "gzip" not in fits.notice()
 
-    _, packed = export("packed", size - 1)
+    _, packed = await export("packed", size - 1)
     assert (packed.compressed, packed.split) == (True, False)
     assert packed.files[0].name == "export.csv.gz"
     assert "gzip" in packed.notice()
     assert _read_parts(packed.files) == expected
 
-    _, parts = export("parts", packed.files[0].stat().st_size - 1)
+    _, parts = await export("parts", packed.files[0].stat().st_size - 1)
     assert (parts.compressed, parts.split) == (True, True)
     assert f"split into {len(parts.files)}" in parts.notice()
     assert _read_parts(parts.files) == expected
@@ -424,7 +423,7 @@ async def test_an_export_too_large_for_any_split_is_refused(
 ) -> None:
     """A limit smaller than one gzip'd row cannot be met."""
     plain = tmp_path / "export.csv"
-    rows = write_csv(tmp_path / "usage.db", Scope(guild_id=G1), window_for(Period.ALL, NOW), plain)
+    rows = await write_export(ledger.reader, Scope(guild_id=G1), window_for(Period.ALL, NOW), plain)
     with pytest.raises(ExportTooLarge):
         package_for_upload(plain, rows, 60)
 
@@ -437,7 +436,7 @@ async def test_export_streams_more_rows_than_one_batch(ledger: UsageLedger, tmp_
             NO_CEILINGS,
         )
     plain = tmp_path / "bulk.csv"
-    rows = write_csv(tmp_path / "usage.db", Scope(guild_id=G2), window_for(Period.ALL, NOW), plain)
+    rows = await write_export(ledger.reader, Scope(guild_id=G2), window_for(Period.ALL, NOW), plain)
     assert rows == 2501
     text = plain.read_text(encoding="utf-8")
     assert sum(1 for _ in csv.reader(io.StringIO(text))) == 2502
