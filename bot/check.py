@@ -9,7 +9,9 @@ from typing import Any
 import aiohttp
 
 from bot.ledger.migrations import SCHEMA_VERSION
-from bot.ledger.store import LedgerInUse, open_ledger
+from bot.ledger.pg_migrations import PG_SCHEMA_VERSION
+from bot.ledger.storage import is_postgres, open_storage, shown
+from bot.ledger.store import LedgerInUse
 from bot.settings import Settings
 
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -95,23 +97,24 @@ async def check_cometapi(session: aiohttp.ClientSession, settings: Settings) -> 
 
 
 async def check_database(settings: Settings) -> CheckResult:
-    """The database file opens and is at this bot's schema version."""
+    """The database opens (SQLite file or PostgreSQL) and is at this bot's schema version."""
+    where = shown(settings.storage_url)
     try:
-        async with open_ledger(settings.database_path):
+        async with open_storage(settings.storage_url, instance_id=settings.instance):
             pass
     except LedgerInUse as error:
-        # The running bot holds the file: that is the normal case while it runs.
+        # The running bot holds the file (or this instance id): the normal case while it runs.
+        holder = f"pid {error.holder}" if error.holder.isdigit() else f"instance {error.holder}"
         return CheckResult(
-            "Database",
-            True,
-            f"{settings.database_path} is in use by the running bot (pid {error.holder}); "
-            "not opened",
+            "Database", True, f"{where} is in use by the running bot ({holder}); not opened"
         )
     except Exception as error:  # any failure here is the operator's to see, in words
-        return CheckResult("Database", False, f"{settings.database_path}: {error}")
-    return CheckResult(
-        "Database", True, f"{settings.database_path} opens (schema version {SCHEMA_VERSION})"
-    )
+        return CheckResult("Database", False, f"{where}: {error}")
+    return CheckResult("Database", True, f"{where} opens (schema version {_version(settings)})")
+
+
+def _version(settings: Settings) -> int:
+    return PG_SCHEMA_VERSION if is_postgres(settings.storage_url) else SCHEMA_VERSION
 
 
 async def run_checks(settings: Settings) -> list[CheckResult]:
