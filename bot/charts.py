@@ -1,19 +1,27 @@
 """The server report's chart: images per UTC day, stacked by model, as a PNG drawn with Pillow.
 
 Drawing is CPU work: the cog runs `daily_chart_png` in a thread, never on the event loop.
+Labels are in the reader's language when a font can draw it: Pillow's built-in font has
+Latin letters only, so Japanese needs a CJK font installed (Noto CJK, IPA Gothic...); without
+one the chart falls back to English rather than draw empty boxes.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable
 from datetime import date
+from pathlib import Path
 from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
 from bot.core.catalog import CATALOG
+from bot.i18n import SOURCE_LANGUAGE, Messages
 from bot.ledger.reports import DailySeries
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 CHART_SIZE: Final = (960, 480)
 BACKGROUND: Final = (255, 255, 255)
@@ -34,6 +42,17 @@ _OTHER: Final = (153, 153, 153)
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 190, 44, 56
 _Y_TICKS: Final = 5
 _X_LABELS: Final = 8
+_FONT_SIZE: Final = 10
+# Where Debian's and Ubuntu's CJK font packages put their fonts (fonts-noto-cjk,
+# fonts-ipafont-gothic, fonts-droid-fallback), in order of preference.
+CJK_FONTS: Final = (
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+    Path("/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc"),
+    Path("/usr/share/fonts/opentype/ipafont-gothic/ipagp.ttf"),
+    Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),
+)
+# Pillow's built-in font covers Latin-1 and Latin Extended-A/B (German's umlauts and ß).
+_LATIN_END: Final = 0x0250
 
 
 def model_colour(model: str) -> tuple[int, int, int]:
@@ -68,19 +87,57 @@ def _buckets(series: DailySeries, bars: int) -> tuple[int, list[tuple[date, dict
     return per_bar, grouped
 
 
-def daily_chart_png(series: DailySeries, title: str) -> bytes:
-    """Draw images per day stacked by model, with axes, a legend and the title; return PNG."""
+def font_for(texts: Iterable[str], cjk_fonts: Iterable[Path] = CJK_FONTS) -> Font | None:
+    """A font that draws every character of `texts`, or None when none is installed."""
+    if all(ord(char) < _LATIN_END for text in texts for char in text):
+        return ImageFont.load_default(_FONT_SIZE)
+    for path in cjk_fonts:
+        if path.is_file():
+            return ImageFont.truetype(str(path), _FONT_SIZE)
+    return None
+
+
+def _heading(tr: Messages, title: str, per_bar: int) -> str:
+    if per_bar == 1:
+        return tr.gettext("{title}: images per day (UTC)", title=title)
+    return tr.ngettext(
+        "{title}: images per {n} day (UTC)",
+        "{title}: images per {n} days (UTC)",
+        per_bar,
+        title=title,
+    )
+
+
+def daily_chart_png(
+    series: DailySeries,
+    title: str,
+    *,
+    tr: Messages | None = None,
+    fallback: tuple[str, Messages] | None = None,
+) -> bytes:
+    """Draw images per day stacked by model, with axes, a legend and the title; return PNG.
+
+    `title` is in `tr`'s language (English by default); `fallback` is the title and the
+    language to draw in when no installed font has `tr`'s letters.
+    """
+    tr = tr or Messages(SOURCE_LANGUAGE)
     width, height = CHART_SIZE
-    image = Image.new("RGB", CHART_SIZE, BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
     plot_left, plot_right = _LEFT, width - _RIGHT
     plot_top, plot_bottom = _TOP, height - _BOTTOM
     plot_width = plot_right - plot_left
-
     per_bar, bars = _buckets(series, plot_width // 2)
-    unit = "day" if per_bar == 1 else f"{per_bar} days"
-    draw.text((plot_left, 12), f"{title}: images per {unit} (UTC)", fill=_INK, font=font)
+
+    heading = _heading(tr, title, per_bar)
+    empty = tr.gettext("No images in this period")
+    font = font_for((heading, empty, *series.models))
+    if font is None and fallback is not None:
+        title, tr = fallback
+        heading, empty = _heading(tr, title, per_bar), tr.gettext("No images in this period")
+    font = font or ImageFont.load_default(_FONT_SIZE)
+
+    image = Image.new("RGB", CHART_SIZE, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    draw.text((plot_left, 12), heading, fill=_INK, font=font)
 
     peak = max((sum(counts.values()) for _, counts in bars), default=0)
     top_value = _nice_ceiling(peak)
@@ -88,14 +145,14 @@ def daily_chart_png(series: DailySeries, title: str) -> bytes:
         value = top_value * tick // _Y_TICKS
         y = plot_bottom - (plot_bottom - plot_top) * tick / _Y_TICKS
         draw.line([(plot_left, y), (plot_right, y)], fill=_GRID)
-        draw.text((plot_left - 8, y), f"{value:,}", fill=_INK, font=font, anchor="rm")
+        draw.text((plot_left - 8, y), tr.number(value), fill=_INK, font=font, anchor="rm")
     draw.line([(plot_left, plot_top), (plot_left, plot_bottom)], fill=_INK)
     draw.line([(plot_left, plot_bottom), (plot_right, plot_bottom)], fill=_INK)
 
     if peak == 0:
         draw.text(
             ((plot_left + plot_right) / 2, (plot_top + plot_bottom) / 2),
-            "No images in this period",
+            empty,
             fill=_INK,
             font=font,
             anchor="mm",
@@ -120,7 +177,7 @@ def daily_chart_png(series: DailySeries, title: str) -> bytes:
         draw.line([(x, plot_bottom), (x, plot_bottom + 4)], fill=_INK)
         draw.text(
             (x, plot_bottom + 8),
-            bars[index][0].strftime("%m-%d"),
+            tr.month_day(bars[index][0]),
             fill=_INK,
             font=font,
             anchor="mt",

@@ -19,6 +19,8 @@ from bot.glue.cogs.usage import UsageCog
 from bot.glue.errors import ImagineTree
 from bot.glue.remix import ReferenceFetcher
 from bot.glue.result_view import BUTTONS
+from bot.glue.translator import CatalogTranslator
+from bot.i18n import Localizer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class ImagineBot(commands.AutoShardedBot):
         shard_count: int | None = None,
         shard_ids: tuple[int, ...] = (),
         syncs_commands: bool = True,
+        localizer: Localizer | None = None,
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
@@ -92,19 +95,25 @@ class ImagineBot(commands.AutoShardedBot):
         self._guild_ids = guild_ids
         self._announced_ready = False
         self._owner_told_at: float | None = None
+        # Read once at start (a bad catalog stops the start here, not a message later) and
+        # handed to every cog: nothing looks the catalogs up globally.
+        self._localizer = localizer or Localizer.load()
 
     async def setup_hook(self) -> None:
         """Add the cogs, then sync the commands where their payload changed."""
         if self._custom_gateway:
             await follow_gateway_of(self)
-        imagine = ImagineCog(self._service, self._default_model, self._fetcher)
+        # Before the sync: the translator gives Discord the commands' ja and de names.
+        await self.tree.set_translator(CatalogTranslator(self._localizer))
+        localizer = self._localizer
+        imagine = ImagineCog(self._service, self._default_model, self._fetcher, localizer)
         await self.add_cog(imagine)
         self.tree.add_command(imagine.remix_menu)
-        await self.add_cog(ResultActions(self._service, imagine, self._default_model))
+        await self.add_cog(ResultActions(self._service, imagine, self._default_model, localizer))
         # The buttons under results: matched by custom_id, so they work after a restart.
         self.add_dynamic_items(*BUTTONS)
-        await self.add_cog(UsageCog(self._service))
-        await self.add_cog(AdminCog(self._service))
+        await self.add_cog(UsageCog(self._service, localizer))
+        await self.add_cog(AdminCog(self._service, localizer))
         # With shards split over processes, only the one running shard 0 registers the
         # commands: every process would otherwise sync at once at each rollout.
         if self._syncs_commands:
@@ -112,8 +121,13 @@ class ImagineBot(commands.AutoShardedBot):
         else:
             log.info("commands are registered by the process that runs shard 0")
 
-    def _command_payload(self, guild: discord.Object | None) -> list[dict[str, object]]:
-        return [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+    async def _command_payload(self, guild: discord.Object | None) -> list[dict[str, object]]:
+        # With its localizations, as sync sends it: a changed translation must sync again.
+        translator = self.tree.translator
+        commands = self.tree.get_commands(guild=guild)
+        if translator is None:
+            return [command.to_dict(self.tree) for command in commands]
+        return [await command.get_translated_payload(self.tree, translator) for command in commands]
 
     async def sync_commands_if_changed(self) -> None:
         """Sync globally, or to DISCORD_GUILD_IDS, when the payload differs from the last sync.
@@ -131,7 +145,7 @@ class ImagineBot(commands.AutoShardedBot):
             scopes = [None]
         ledger = self._service.ledger
         for scope in scopes:
-            payload = json.dumps(self._command_payload(scope), sort_keys=True)
+            payload = json.dumps(await self._command_payload(scope), sort_keys=True)
             digest = hashlib.sha256(payload.encode()).hexdigest()
             where = f"guild:{scope.id}" if scope else "global"
             key = f"commands:{self.application_id}:{where}"

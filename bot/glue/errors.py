@@ -8,6 +8,9 @@ import uuid
 import discord
 from discord import app_commands
 
+from bot.glue.translator import tree_messages
+from bot.i18n import SOURCE_LANGUAGE, Messages
+
 log = logging.getLogger(__name__)
 
 
@@ -39,19 +42,24 @@ class ImagineTree(app_commands.CommandTree[discord.Client]):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         """Map known errors to short messages; log everything else with an error id."""
+        # The catalogs come with the tree's translator, installed at start.
+        tr = tree_messages(interaction) or Messages(SOURCE_LANGUAGE)
         if isinstance(error, app_commands.CheckFailure):
-            text = "You can't use this command here."
+            text = tr.gettext("You can't use this command here.")
             if isinstance(error, app_commands.MissingPermissions):
-                text = (
+                text = tr.gettext(
                     "You need the Manage Server permission for this command. "
                     "/usage shows your own numbers."
                 )
             elif isinstance(error, app_commands.NoPrivateMessage):
-                text = "This command works only in a server."
+                text = tr.gettext("This command works only in a server.")
             await self._safe_answer(interaction, text)
             return
         if isinstance(error, app_commands.TransformerError):
-            await self._safe_answer(interaction, f"`{error.value}` is not a valid value here.")
+            await self._safe_answer(
+                interaction,
+                tr.gettext("`{value}` is not a valid value here.", value=error.value),
+            )
             return
         error_id = uuid.uuid4().hex[:8]
         command = interaction.command.qualified_name if interaction.command else "?"
@@ -65,8 +73,11 @@ class ImagineTree(app_commands.CommandTree[discord.Client]):
         )
         await self._safe_answer(
             interaction,
-            f"Something went wrong on the bot's side. Nothing was charged. "
-            f"(error id `{error_id}`; a server admin can find it in the bot's log)",
+            tr.gettext(
+                "Something went wrong on the bot's side. Nothing was charged. "
+                "(error id `{error_id}`; a server admin can find it in the bot's log)",
+                error_id=error_id,
+            ),
         )
 
     async def _safe_answer(self, interaction: discord.Interaction, text: str) -> None:

@@ -26,6 +26,7 @@ from bot.core.references import (
     fetch_reference,
     pick_references,
 )
+from bot.i18n import Messages
 
 FETCH_TIMEOUT_S: Final = 20.0
 # Discord's own limit on a text input's value (component reference).
@@ -109,15 +110,15 @@ class RemixSource:
 class RemixModal(ui.Modal):
     """The prompt for a remix of a message's images."""
 
-    def __init__(self, source: RemixSource, on_submit: RemixCallback) -> None:
-        super().__init__(title="Remix with imagine")
+    def __init__(self, source: RemixSource, on_submit: RemixCallback, tr: Messages) -> None:
+        super().__init__(title=tr.gettext("Remix with imagine"))
         self._source = source
         self._callback = on_submit
         limit = min(_PROMPT_INPUT_MAX, CATALOG[source.model].prompt_limit)
         self.prompt: ui.TextInput[RemixModal] = ui.TextInput(
-            label="What to make of the image",
+            label=tr.gettext("What to make of the image"),
             style=discord.TextStyle.paragraph,
-            placeholder="e.g. as a watercolour",
+            placeholder=tr.gettext("e.g. as a watercolour"),
             max_length=limit,
         )
         self.add_item(self.prompt)

@@ -3,6 +3,10 @@
 Each button is a discord.py `DynamicItem` whose custom_id carries the generation's id, so a
 press works after a restart and weeks later with no view kept in memory: the id is all the
 handler needs, and it reads the rest from the ledger.
+
+A result message is posted once and seen by everyone in the channel, so its labels are in
+the language of whoever asked for the generation; other readers see that language (the
+answers to their own presses are in theirs). Discord has no per-reader button labels.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 import discord
 from discord import ui
+
+from bot.glue.translator import tree_messages
+from bot.i18n import N_, Messages
 
 PREFIX: Final = "imagine"
 ACTIONS_COG: Final = "ResultActions"
@@ -35,11 +42,12 @@ class _ResultButton(ui.DynamicItem[ui.Button[ui.View]], template=r"imagine:x:(?P
     label: ClassVar[str] = ""
     style: ClassVar[discord.ButtonStyle] = discord.ButtonStyle.secondary
 
-    def __init__(self, generation_id: int) -> None:
+    def __init__(self, generation_id: int, tr: Messages | None = None) -> None:
+        # A press rebuilds the button without a language: only its custom_id matters then.
         super().__init__(
             ui.Button(
                 style=self.style,
-                label=self.label,
+                label=tr.gettext(self.label) if tr else self.label,
                 emoji=self.emoji,
                 custom_id=f"{PREFIX}:{self.action}:{generation_id}",
             )
@@ -62,8 +70,10 @@ class _ResultButton(ui.DynamicItem[ui.Button[ui.View]], template=r"imagine:x:(?P
         client = interaction.client
         handler = client.get_cog(ACTIONS_COG) if hasattr(client, "get_cog") else None
         if not isinstance(handler, ResultActionHandler):
+            text = N_("This button cannot be used right now.")
+            tr = tree_messages(interaction)
             await interaction.response.send_message(
-                "This button cannot be used right now.", ephemeral=True
+                tr.gettext(text) if tr else text, ephemeral=True
             )
             return
         await handler.press(self.action, interaction, self.generation_id)
@@ -74,7 +84,7 @@ class RerollButton(_ResultButton, template=r"imagine:reroll:(?P<id>[0-9]{1,20})"
 
     action = "reroll"
     emoji = "\U0001f501"
-    label = "Reroll"
+    label = N_("Reroll")
 
 
 class EditButton(_ResultButton, template=r"imagine:edit:(?P<id>[0-9]{1,20})"):
@@ -82,7 +92,7 @@ class EditButton(_ResultButton, template=r"imagine:edit:(?P<id>[0-9]{1,20})"):
 
     action = "edit"
     emoji = "\u270f\ufe0f"
-    label = "Edit prompt"
+    label = N_("Edit prompt")
 
 
 class LargerButton(_ResultButton, template=r"imagine:larger:(?P<id>[0-9]{1,20})"):
@@ -90,7 +100,7 @@ class LargerButton(_ResultButton, template=r"imagine:larger:(?P<id>[0-9]{1,20})"
 
     action = "larger"
     emoji = "\u2b06\ufe0f"
-    label = "Larger"
+    label = N_("Larger")
 
 
 class DetailsButton(_ResultButton, template=r"imagine:details:(?P<id>[0-9]{1,20})"):
@@ -98,7 +108,7 @@ class DetailsButton(_ResultButton, template=r"imagine:details:(?P<id>[0-9]{1,20}
 
     action = "details"
     emoji = "\u2139\ufe0f"
-    label = "Details"
+    label = N_("Details")
 
 
 class RemixButton(_ResultButton, template=r"imagine:remix:(?P<id>[0-9]{1,20})"):
@@ -106,7 +116,7 @@ class RemixButton(_ResultButton, template=r"imagine:remix:(?P<id>[0-9]{1,20})"):
 
     action = "remix"
     emoji = "\U0001f3a8"
-    label = "Remix"
+    label = N_("Remix")
 
 
 class DeleteButton(_ResultButton, template=r"imagine:delete:(?P<id>[0-9]{1,20})"):
@@ -114,7 +124,7 @@ class DeleteButton(_ResultButton, template=r"imagine:delete:(?P<id>[0-9]{1,20})"
 
     action = "delete"
     emoji = "\U0001f5d1\ufe0f"
-    label = "Delete"
+    label = N_("Delete")
     style = discord.ButtonStyle.danger
 
 
@@ -128,9 +138,12 @@ BUTTONS: Final = (
 )
 
 
-def result_view(generation_id: int) -> ui.View:
-    """The buttons for a result (discord.py lays them out in rows of 5); nothing is kept."""
+def result_view(generation_id: int, tr: Messages) -> ui.View:
+    """The buttons for a result (discord.py lays them out in rows of 5); nothing is kept.
+
+    `tr` is the requester's language (see the module's docstring).
+    """
     view = ui.View(timeout=None)
     for button in BUTTONS:
-        view.add_item(button(generation_id))
+        view.add_item(button(generation_id, tr))
     return view

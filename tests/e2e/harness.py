@@ -63,6 +63,8 @@ _INTERACTION_KWARGS = {
     "attachment_size_limit",
     "dm",
     "roles",
+    # The member's Discord locale ("ja", "de", "en-US"); the server's is its GuildSpec's.
+    "locale",
 }
 
 

@@ -61,7 +61,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, Final, Literal, TypeGuard
 
 import jsonschema
 from aiohttp import BodyPartReader, WSMsgType, web
@@ -450,15 +450,43 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+# The locales Discord accepts as keys of name_localizations / description_localizations
+# (DDOC reference.mdx, Locales). Anything else, "ja-JP" or "en" included, is refused.
+DISCORD_LOCALES: Final = frozenset(
+    {
+        "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu",
+        "nl", "no", "pl", "pt-BR", "ro", "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru",
+        "uk", "hi", "th", "zh-CN", "ja", "zh-TW", "ko",
+    }
+)  # fmt: skip
+
+
+def _check_locale_key(locale: Any, loc: tuple[str | int, ...], out: list[Problem]) -> bool:
+    if locale in DISCORD_LOCALES:
+        return True
+    out.append(
+        Problem(
+            (*loc, str(locale)),
+            "BASE_TYPE_CHOICES",
+            f"Value must be one of {sorted(DISCORD_LOCALES)}, not {locale!r}.",
+        )
+    )
+    return False
+
+
 def _check_localizations(
     value: Any, loc: tuple[str | int, ...], high: int, names: bool, out: list[Problem]
 ) -> None:
+    """Localized names (Discord's name rule: pattern, lower case, 1-32) or texts (1-high),
+    each under a locale Discord knows."""
     if not value:
         return
     if not isinstance(value, dict):
         out.append(Problem(loc, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"))
         return
     for locale, text in value.items():
+        if not _check_locale_key(locale, loc, out):
+            continue
         if names:
             _check_name(text, (*loc, locale), "discord", out)
         else:
@@ -530,7 +558,8 @@ def check_commands(commands: Any, *, name_policy: NamePolicy = "ascii") -> list[
             localized = command.get("name_localizations")
             if isinstance(localized, dict):
                 for locale, text in localized.items():
-                    _check_length(text, (*loc, "name_localizations", locale), 1, 32, out)
+                    if _check_locale_key(locale, (*loc, "name_localizations"), out):
+                        _check_length(text, (*loc, "name_localizations", locale), 1, 32, out)
             elif localized:
                 out.append(
                     Problem(

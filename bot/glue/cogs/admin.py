@@ -26,7 +26,16 @@ from bot.core.catalog import CATALOG, MAX_N_OPTION
 from bot.core.service import GenerationService
 from bot.glue.cogs.usage import PERIOD_CHOICES
 from bot.glue.errors import answer
-from bot.glue.render import limits_embed, member_report_embed, role_ids, server_report_embed
+from bot.glue.limits_embed import limits_embed
+from bot.glue.render import role_ids
+from bot.glue.report_embeds import (
+    export_notice,
+    member_report_embed,
+    server_report_embed,
+    window_label,
+)
+from bot.glue.translator import messages_for
+from bot.i18n import N_, Localizer, Messages
 from bot.ledger.db import Database
 from bot.ledger.export import MAX_PARTS, ExportTooLarge, export_csv
 from bot.ledger.limits import (
@@ -43,6 +52,17 @@ log = logging.getLogger(__name__)
 _NO_MENTIONS: Final = discord.AllowedMentions.none()
 _ATTACHMENTS_PER_MESSAGE: Final = 10
 CHART_FILENAME: Final = "usage-chart.png"
+# /usage-admin's option names beyond /usage's, listed for the catalog (see imagine.OPTION_NAMES).
+OPTION_NAMES: Final = (
+    N_("images"),
+    N_("usd"),
+    N_("models"),
+    N_("role"),
+    N_("term"),
+    N_("channel"),
+    N_("allowed"),
+    N_("keep"),
+)
 
 Member = discord.Member | discord.User
 
@@ -63,8 +83,8 @@ class AdminCog(commands.Cog):
     """The /usage-admin group."""
 
     usage_admin = app_commands.Group(
-        name="usage-admin",
-        description="Usage reports, exports and limits for this server (Manage Server only)",
+        name=N_("usage-admin"),
+        description=N_("Usage reports, exports and limits for this server (Manage Server only)"),
         default_permissions=discord.Permissions(manage_guild=True),
         allowed_contexts=app_commands.AppCommandContext(
             guild=True, dm_channel=False, private_channel=False
@@ -72,17 +92,21 @@ class AdminCog(commands.Cog):
         allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
     )
     limits = app_commands.Group(
-        name="limits", description="View and set this server's limits", parent=usage_admin
+        name=N_("limits"), description=N_("View and set this server's limits"), parent=usage_admin
     )
 
-    def __init__(self, service: GenerationService) -> None:
+    def __init__(self, service: GenerationService, localizer: Localizer) -> None:
         self._service = service
+        self._localizer = localizer
 
     @property
     def _db(self) -> Database:
         # Reports and exports read on their own read-only connection: a long one never
         # delays a reservation on the writer.
         return self._service.ledger.reader
+
+    def _tr(self, interaction: discord.Interaction) -> Messages:
+        return messages_for(self._localizer, interaction)
 
     def _now(self) -> datetime:
         return self._service.ledger.now()
@@ -125,17 +149,19 @@ class AdminCog(commands.Cog):
         try:
             return parse_window(period, start, end, self._now())
         except BadPeriod as error:
+            # English: the ledger's reading of a period says what works, for the command
+            # line too, and carries no parts to rebuild it from.
             await self._reply(interaction, f"\u26a0\ufe0f {error}")
             return None
 
     # --- reports ---------------------------------------------------------------------------
 
-    @usage_admin.command(name="user", description="A member's image usage in this server")
+    @usage_admin.command(name=N_("user"), description=N_("A member's image usage in this server"))
     @app_commands.describe(
-        member="Whose usage to show",
-        period="Which period (default: the last 30 days)",
-        start="Or a first day, YYYY-MM-DD (UTC)",
-        end="And a last day, YYYY-MM-DD (UTC)",
+        member=N_("Whose usage to show"),
+        period=N_("Which period (default: the last 30 days)"),
+        start=N_("Or a first day, YYYY-MM-DD (UTC)"),
+        end=N_("And a last day, YYYY-MM-DD (UTC)"),
     )
     @app_commands.choices(period=PERIOD_CHOICES)
     async def user(
@@ -156,15 +182,18 @@ class AdminCog(commands.Cog):
             member.id, guild_id, own=False, role_ids=role_ids(member)
         )
         policy = await self._service.limits.policy(guild_id, member.id)
-        title = f"Image usage of {member.display_name} in this server"
-        embed = member_report_embed(report, title, allowance, blocked=policy.blocked)
+        tr = self._tr(interaction)
+        title = tr.gettext("Image usage of {member} in this server", member=member.display_name)
+        embed = member_report_embed(tr, report, title, allowance, blocked=policy.blocked)
         await self._reply(interaction, embed=embed)
 
-    @usage_admin.command(name="server", description="This server's image usage, with a chart")
+    @usage_admin.command(
+        name=N_("server"), description=N_("This server's image usage, with a chart")
+    )
     @app_commands.describe(
-        period="Which period (default: the last 30 days)",
-        start="Or a first day, YYYY-MM-DD (UTC)",
-        end="And a last day, YYYY-MM-DD (UTC)",
+        period=N_("Which period (default: the last 30 days)"),
+        start=N_("Or a first day, YYYY-MM-DD (UTC)"),
+        end=N_("And a last day, YYYY-MM-DD (UTC)"),
     )
     @app_commands.choices(period=PERIOD_CHOICES)
     async def server(
@@ -183,11 +212,18 @@ class AdminCog(commands.Cog):
         scope = Scope(guild_id=guild_id)
         report = await build_report(self._db, scope, window)
         series = await daily_series(self._db, scope, window, self._now().date())
+        tr = self._tr(interaction)
         # A guild not in the cache (no guilds intent yet) has no name.
-        name = getattr(interaction.guild, "name", None) or "this server"
+        name = getattr(interaction.guild, "name", None) or tr.gettext("this server")
         # Drawing is CPU work: off the event loop.
-        png = await asyncio.to_thread(daily_chart_png, series, window.label)
-        embed = server_report_embed(report, name)
+        png = await asyncio.to_thread(
+            daily_chart_png,
+            series,
+            window_label(tr, window),
+            tr=tr,
+            fallback=(window_label(self._localizer.english, window), self._localizer.english),
+        )
+        embed = server_report_embed(tr, report, name)
         embed.set_image(url=f"attachment://{CHART_FILENAME}")
         await interaction.followup.send(
             embed=embed,
@@ -196,11 +232,13 @@ class AdminCog(commands.Cog):
             allowed_mentions=_NO_MENTIONS,
         )
 
-    @usage_admin.command(name="export", description="This server's generations as a CSV file")
+    @usage_admin.command(
+        name=N_("export"), description=N_("This server's generations as a CSV file")
+    )
     @app_commands.describe(
-        period="Which period (default: the last 30 days)",
-        start="Or a first day, YYYY-MM-DD (UTC)",
-        end="And a last day, YYYY-MM-DD (UTC)",
+        period=N_("Which period (default: the last 30 days)"),
+        start=N_("Or a first day, YYYY-MM-DD (UTC)"),
+        end=N_("And a last day, YYYY-MM-DD (UTC)"),
     )
     @app_commands.choices(period=PERIOD_CHOICES)
     async def export(
@@ -216,6 +254,7 @@ class AdminCog(commands.Cog):
         if window is None:
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
+        tr = self._tr(interaction)
         with tempfile.TemporaryDirectory(prefix="imagine-export-") as folder:
             try:
                 result = await export_csv(
@@ -229,15 +268,24 @@ class AdminCog(commands.Cog):
             except ExportTooLarge:
                 await self._reply(
                     interaction,
-                    f"\u26a0\ufe0f The export is larger than {MAX_PARTS} uploads. "
-                    "Choose a shorter period (start/end dates).",
+                    tr.gettext(
+                        "\u26a0\ufe0f The export is larger than {parts} uploads. "
+                        "Choose a shorter period (start/end dates).",
+                        parts=MAX_PARTS,
+                    ),
                 )
                 return
             files = list(result.files)
             for first in range(0, len(files), _ATTACHMENTS_PER_MESSAGE):
                 batch = files[first : first + _ATTACHMENTS_PER_MESSAGE]
                 await interaction.followup.send(
-                    f"Usage export, {window.label}: {result.notice()}" if first == 0 else "",
+                    tr.gettext(
+                        "Usage export, {period}: {notice}",
+                        period=window_label(tr, window),
+                        notice=export_notice(tr, result),
+                    )
+                    if first == 0
+                    else "",
                     files=[discord.File(path, filename=path.name) for path in batch],
                     ephemeral=True,
                     allowed_mentions=_NO_MENTIONS,
@@ -250,8 +298,10 @@ class AdminCog(commands.Cog):
             len(files),
         )
 
-    @usage_admin.command(name="forget", description="Remove a member's prompts in this server")
-    @app_commands.describe(member="Whose prompts to remove; their counts and costs stay")
+    @usage_admin.command(
+        name=N_("forget"), description=N_("Remove a member's prompts in this server")
+    )
+    @app_commands.describe(member=N_("Whose prompts to remove; their counts and costs stay"))
     async def forget(self, interaction: discord.Interaction, member: Member) -> None:
         """Remove the member's prompts (and revised prompts) from this server's rows."""
         guild_id = self._guild(interaction)
@@ -263,10 +313,15 @@ class AdminCog(commands.Cog):
             interaction.user.id,
             rows,
         )
+        tr = self._tr(interaction)
         await self._reply(
             interaction,
-            f"Removed the prompts of {member.mention} from {rows:,} generation(s) in this "
-            "server. Their counts and costs stay in the log.",
+            tr.gettext(
+                "Removed the prompts of {member} from {rows} generation(s) in this "
+                "server. Their counts and costs stay in the log.",
+                member=member.mention,
+                rows=tr.number(rows),
+            ),
         )
 
     # --- limits ----------------------------------------------------------------------------
@@ -275,6 +330,7 @@ class AdminCog(commands.Cog):
         store = self._service.limits
         policy = await store.policy(guild_id, interaction.user.id)
         embed = limits_embed(
+            self._tr(interaction),
             await store.limits(guild_id),
             operator=self._service.operator,
             blocked=await store.blocked_members(guild_id),
@@ -294,14 +350,16 @@ class AdminCog(commands.Cog):
             "limits changed guild=%s by=%s: %s", interaction.guild_id, interaction.user.id, what
         )
 
-    @limits.command(name="show", description="This server's limits, blocks and latest changes")
+    @limits.command(
+        name=N_("show"), description=N_("This server's limits, blocks and latest changes")
+    )
     async def limits_show(self, interaction: discord.Interaction) -> None:
         """Show every limit, the blocked members, the latest changes and the prices."""
         await self._show_limits(interaction, self._guild(interaction))
 
-    @limits.command(name="daily-images", description="Images per member per UTC day here")
+    @limits.command(name=N_("daily-images"), description=N_("Images per member per UTC day here"))
     @app_commands.describe(
-        images="Images per member per day, 0 = unlimited; leave empty for the bot's default"
+        images=N_("Images per member per day, 0 = unlimited; leave empty for the bot's default")
     )
     async def limits_daily_images(
         self,
@@ -314,8 +372,8 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"daily_images={images}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="budget", description="A daily budget for the whole server")
-    @app_commands.describe(usd="US dollars of estimated cost per UTC day; leave empty for none")
+    @limits.command(name=N_("budget"), description=N_("A daily budget for the whole server"))
+    @app_commands.describe(usd=N_("US dollars of estimated cost per UTC day; leave empty for none"))
     async def limits_budget(
         self, interaction: discord.Interaction, usd: Range[float, 0.01, 1_000_000.0] | None = None
     ) -> None:
@@ -325,9 +383,9 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"daily_budget_usd={usd}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="models", description="Which models members may use here")
+    @limits.command(name=N_("models"), description=N_("Which models members may use here"))
     @app_commands.describe(
-        models="Comma-separated model names; leave empty (or all) for every model"
+        models=N_("Comma-separated model names; leave empty (or all) for every model")
     )
     async def limits_models(
         self, interaction: discord.Interaction, models: str | None = None
@@ -356,8 +414,10 @@ class AdminCog(commands.Cog):
             if name not in taken and name.startswith(typing.strip())
         ][:25]
 
-    @limits.command(name="max-n", description="The most images one request may ask for here")
-    @app_commands.describe(n="Images per request; leave empty for each model's own maximum")
+    @limits.command(
+        name=N_("max-n"), description=N_("The most images one request may ask for here")
+    )
+    @app_commands.describe(n=N_("Images per request; leave empty for each model's own maximum"))
     async def limits_max_n(
         self, interaction: discord.Interaction, n: Range[int, 1, MAX_N_OPTION] | None = None
     ) -> None:
@@ -367,36 +427,40 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"max_n={n}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="block", description="Stop a member making images in this server")
-    @app_commands.describe(member="Who to block")
+    @limits.command(name=N_("block"), description=N_("Stop a member making images in this server"))
+    @app_commands.describe(member=N_("Who to block"))
     async def limits_block(self, interaction: discord.Interaction, member: Member) -> None:
         """Block a member here; their next request is refused."""
         guild_id = self._guild(interaction)
         changed = await self._service.limits.block(guild_id, member.id, interaction.user.id)
         self._logged(interaction, f"block user={member.id} changed={changed}")
+        tr = self._tr(interaction)
         await self._reply(
             interaction,
-            f"{member.mention} is blocked from making images here."
+            tr.gettext("{member} is blocked from making images here.", member=member.mention)
             if changed
-            else f"{member.mention} was already blocked.",
+            else tr.gettext("{member} was already blocked.", member=member.mention),
         )
 
-    @limits.command(name="unblock", description="Let a blocked member make images again")
-    @app_commands.describe(member="Who to unblock")
+    @limits.command(name=N_("unblock"), description=N_("Let a blocked member make images again"))
+    @app_commands.describe(member=N_("Who to unblock"))
     async def limits_unblock(self, interaction: discord.Interaction, member: Member) -> None:
         """Lift a member's block here."""
         guild_id = self._guild(interaction)
         changed = await self._service.limits.unblock(guild_id, member.id, interaction.user.id)
         self._logged(interaction, f"unblock user={member.id} changed={changed}")
+        tr = self._tr(interaction)
         await self._reply(
             interaction,
-            f"{member.mention} may make images here again."
+            tr.gettext("{member} may make images here again.", member=member.mention)
             if changed
-            else f"{member.mention} was not blocked.",
+            else tr.gettext("{member} was not blocked.", member=member.mention),
         )
 
-    @limits.command(name="block-word", description="Refuse prompts with this word or phrase here")
-    @app_commands.describe(term="A word or phrase; any case or accents, whole words only")
+    @limits.command(
+        name=N_("block-word"), description=N_("Refuse prompts with this word or phrase here")
+    )
+    @app_commands.describe(term=N_("A word or phrase; any case or accents, whole words only"))
     async def limits_block_word(
         self, interaction: discord.Interaction, term: Range[str, 1, 100]
     ) -> None:
@@ -410,15 +474,16 @@ class AdminCog(commands.Cog):
             await self._reply(interaction, f"\u26a0\ufe0f {error}")
             return
         self._logged(interaction, f"block_term changed={changed}")
+        tr = self._tr(interaction)
         await self._reply(
             interaction,
-            "Prompts with that word or phrase are now refused here."
+            tr.gettext("Prompts with that word or phrase are now refused here.")
             if changed
-            else "That word or phrase was already blocked.",
+            else tr.gettext("That word or phrase was already blocked."),
         )
 
-    @limits.command(name="unblock-word", description="Allow a blocked word or phrase again")
-    @app_commands.describe(term="The word or phrase to allow again")
+    @limits.command(name=N_("unblock-word"), description=N_("Allow a blocked word or phrase again"))
+    @app_commands.describe(term=N_("The word or phrase to allow again"))
     async def limits_unblock_word(
         self, interaction: discord.Interaction, term: Range[str, 1, 100]
     ) -> None:
@@ -428,13 +493,16 @@ class AdminCog(commands.Cog):
             guild_id, term, interaction.user.id
         )
         self._logged(interaction, f"unblock_term changed={changed}")
+        tr = self._tr(interaction)
         await self._reply(
             interaction,
-            "That word or phrase is allowed again." if changed else "It was not blocked.",
+            tr.gettext("That word or phrase is allowed again.")
+            if changed
+            else tr.gettext("It was not blocked."),
         )
 
-    @limits.command(name="channel-allow", description="Let /imagine work in this channel")
-    @app_commands.describe(channel="Once any channel is listed, /imagine works only in those")
+    @limits.command(name=N_("channel-allow"), description=N_("Let /imagine work in this channel"))
+    @app_commands.describe(channel=N_("Once any channel is listed, /imagine works only in those"))
     async def limits_channel_allow(
         self, interaction: discord.Interaction, channel: discord.TextChannel
     ) -> None:
@@ -446,8 +514,10 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"allow_channel channel={channel.id} changed={changed}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="channel-remove", description="Stop /imagine working in this channel")
-    @app_commands.describe(channel="A channel listed with channel-allow")
+    @limits.command(
+        name=N_("channel-remove"), description=N_("Stop /imagine working in this channel")
+    )
+    @app_commands.describe(channel=N_("A channel listed with channel-allow"))
     async def limits_channel_remove(
         self, interaction: discord.Interaction, channel: discord.TextChannel
     ) -> None:
@@ -459,10 +529,12 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"disallow_channel channel={channel.id} changed={changed}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="role-images", description="Daily images for members with this role")
+    @limits.command(
+        name=N_("role-images"), description=N_("Daily images for members with this role")
+    )
     @app_commands.describe(
-        role="The role",
-        images="Images per member per day; a member gets their best role's; empty removes it",
+        role=N_("The role"),
+        images=N_("Images per member per day; a member gets their best role's; empty removes it"),
     )
     async def limits_role_images(
         self,
@@ -476,8 +548,10 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"role_images role={role.id} images={images}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="roles-allow", description="Let members with this role use /imagine")
-    @app_commands.describe(role="Once any role is listed, only members with a listed role may")
+    @limits.command(
+        name=N_("roles-allow"), description=N_("Let members with this role use /imagine")
+    )
+    @app_commands.describe(role=N_("Once any role is listed, only members with a listed role may"))
     async def limits_roles_allow(
         self, interaction: discord.Interaction, role: discord.Role
     ) -> None:
@@ -487,8 +561,8 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"allow_role role={role.id}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="roles-remove", description="Remove a role from those that may")
-    @app_commands.describe(role="A role listed with roles-allow")
+    @limits.command(name=N_("roles-remove"), description=N_("Remove a role from those that may"))
+    @app_commands.describe(role=N_("A role listed with roles-allow"))
     async def limits_roles_remove(
         self, interaction: discord.Interaction, role: discord.Role
     ) -> None:
@@ -498,8 +572,12 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"disallow_role role={role.id}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="moderation-low", description="Allow moderation low in NSFW channels")
-    @app_commands.describe(allowed="On: members may ask for low in age-restricted channels only")
+    @limits.command(
+        name=N_("moderation-low"), description=N_("Allow moderation low in NSFW channels")
+    )
+    @app_commands.describe(
+        allowed=N_("On: members may ask for low in age-restricted channels only")
+    )
     async def limits_moderation_low(self, interaction: discord.Interaction, allowed: bool) -> None:
         """Switch `moderation: low` on or off here; it never works outside NSFW channels."""
         guild_id = self._guild(interaction)
@@ -509,8 +587,10 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"moderation_low={allowed}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="keep-prompts", description="Keep members' prompts in the usage log")
-    @app_commands.describe(keep="Off: prompts are not stored (results cannot be rerolled)")
+    @limits.command(
+        name=N_("keep-prompts"), description=N_("Keep members' prompts in the usage log")
+    )
+    @app_commands.describe(keep=N_("Off: prompts are not stored (results cannot be rerolled)"))
     async def limits_keep_prompts(self, interaction: discord.Interaction, keep: bool) -> None:
         """Choose whether this server's prompts are kept (default: kept)."""
         guild_id = self._guild(interaction)
@@ -520,8 +600,8 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"keep_prompts={keep}")
         await self._show_limits(interaction, guild_id)
 
-    @limits.command(name="reset-day", description="Give a member today's images back")
-    @app_commands.describe(member="Whose daily count to reset")
+    @limits.command(name=N_("reset-day"), description=N_("Give a member today's images back"))
+    @app_commands.describe(member=N_("Whose daily count to reset"))
     async def limits_reset_day(self, interaction: discord.Interaction, member: Member) -> None:
         """Today's images the member made here stop counting against the daily limit."""
         guild_id = self._guild(interaction)
@@ -529,7 +609,10 @@ class AdminCog(commands.Cog):
         self._logged(interaction, f"reset_day user={member.id}")
         await self._reply(
             interaction,
-            f"{member.mention}'s images made here today no longer count against this "
-            "server's own daily limit. The bot operator's limits still count them, and the "
-            "usage log keeps every row.",
+            self._tr(interaction).gettext(
+                "{member}'s images made here today no longer count against this "
+                "server's own daily limit. The bot operator's limits still count them, and the "
+                "usage log keeps every row.",
+                member=member.mention,
+            ),
         )
