@@ -20,6 +20,7 @@ from bot.app import run_until_signalled
 from bot.check import run_checks
 from bot.core.pricing import PriceFileError
 from bot.docs import model_table_block
+from bot.i18n import CatalogError
 from bot.ledger.postgres import StorageUnavailable
 from bot.ledger.storage import shown
 from bot.ledger.store import LedgerInUse
@@ -104,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(run_until_signalled(settings))
+    except CatalogError as error:
+        print(f"translation catalogs (bot/locales): {error}", file=sys.stderr)
+        return 2
     except PriceFileError as error:
         print(f"PRICE_FILE {settings.price_file}: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from bot.core.service import GenerationService, OperatorLimits
 from bot.core.slots import FairSlots
 from bot.glue.client import DISCORD_API_BASE, ImagineBot, point_discord_at
 from bot.glue.remix import ReferenceFetcher
+from bot.i18n import Localizer
 from bot.ledger.storage import open_storage
 from bot.ledger.store import UsageLedger
 from bot.loopwatch import LoopLagMonitor
@@ -80,8 +81,10 @@ class App:
 async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> AsyncIterator[App]:
     """Open the session and the database, build the bot; close all of it on exit."""
     point_discord_at(settings.discord_api_base_url)
-    # Read before anything opens: a bad PRICE_FILE stops the start with PriceFileError.
+    # Read before anything opens: a bad PRICE_FILE stops the start with PriceFileError, a
+    # translation with the wrong placeholders with CatalogError.
     prices = PriceBook(load_price_file(settings.price_file) if settings.price_file else None)
+    localizer = Localizer.load()
     async with (
         aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
@@ -124,6 +127,7 @@ async def assemble(settings: Settings, *, retry: RetryPolicy | None = None) -> A
             shard_count=settings.shard_count,
             shard_ids=settings.shard_ids,
             syncs_commands=settings.syncs_commands,
+            localizer=localizer,
         )
         try:
             async with Supervisor() as background:
