@@ -143,11 +143,18 @@ class PostgresDatabase(Database):
 
     dialect = Dialect.POSTGRESQL
 
-    def __init__(self, pool: asyncpg.Pool, connection: PgConnection | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        connection: PgConnection | None = None,
+        statements: dict[str, Statement] | None = None,
+    ) -> None:
         self.pool = pool
         # Set inside `serialized`: every statement of the block runs on its transaction.
         self._connection = connection
-        self._statements: dict[str, Statement] = {}
+        # Shared with the blocks `serialized` opens: each text is rewritten once, not once
+        # per reservation.
+        self._statements: dict[str, Statement] = {} if statements is None else statements
 
     def statement(self, sql: str) -> Statement:
         """The statement for `sql`, rewritten once per text."""
@@ -210,4 +217,4 @@ class PostgresDatabase(Database):
                     )
             except asyncpg.LockNotAvailableError as error:
                 raise LedgerBusy(f"another process held the ledger for {wait_s:g}s") from error
-            yield PostgresDatabase(self.pool, connection)
+            yield PostgresDatabase(self.pool, connection, self._statements)
