@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,10 +16,15 @@ import pytest
 from bot.app import App, assemble
 from bot.core.cometapi import RetryPolicy
 from bot.settings import Settings
+from tests.fakes.discord_payloads import MANAGER_PERMISSIONS
 from tests.fakes.fake_cometapi import FakeCometAPI
 from tests.fakes.fake_discord import FakeDiscord, InteractionHandle
 
 COMET_KEY = "sk-e2e-comet-key-0123456789"
+ROOT = Path(__file__).parents[2]
+EPHEMERAL = 1 << 6
+# The member with Manage Server that admin() acts as.
+ADMIN = 5000
 FAST_RETRY = RetryPolicy(base_delay_s=0.01, max_delay_s=0.02, retry_after_cap_s=0.05)
 
 
@@ -141,3 +147,46 @@ def modal_inputs(modal: dict[str, Any]) -> dict[str, str]:
     for top in modal.get("components", []):
         walk(top, None)
     return found
+
+
+def process_env(fake: FakeDiscord, comet: FakeCometAPI, **settings: str) -> dict[str, str]:
+    """The environment of a `python -m bot` process pointed at the fakes, plus `settings`."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": fake.token,
+        "COMETAPI_KEY": COMET_KEY,
+        "COMETAPI_BASE_URL": comet.base_url,
+        "DISCORD_API_BASE_URL": fake.api_base_url,
+        **settings,
+    }
+
+
+async def result_of(bot: Harness, handle: InteractionHandle) -> dict[str, Any]:
+    """The posted result message of an /imagine (or a button's new generation)."""
+    await handle.wait_for(lambda r: bool(r.files), timeout=15)
+    await bot.settled()
+    message = handle.original
+    assert message is not None
+    return message
+
+
+async def private_text(handle: InteractionHandle) -> str:
+    """The text of an immediate, private (ephemeral) answer."""
+    callback = await handle.wait_for_callback()
+    assert callback.json["type"] == 4
+    assert callback.json["data"]["flags"] & EPHEMERAL
+    return str(callback.json["data"]["content"])
+
+
+async def admin(bot: Harness, subcommand: list[str] | str, options: dict[str, object]) -> str:
+    """Run a /usage-admin subcommand as ADMIN; the answer's data as text."""
+    handle = await bot.discord.invoke(
+        "usage-admin",
+        options,
+        subcommand=subcommand,
+        user_id=ADMIN,
+        permissions=MANAGER_PERMISSIONS,
+    )
+    callback = await handle.wait_for_callback()
+    return str(callback.json["data"])

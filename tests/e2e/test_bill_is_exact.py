@@ -7,7 +7,6 @@ bot and both loopback fakes, and would fail on the code that had the fault.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import sys
 import time
@@ -16,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import COMET_KEY, Harness, fakes, run_bot
+from tests.e2e.harness import Harness, fakes, process_env, run_bot
 from tests.fakes.discord_payloads import MANAGER_PERMISSIONS
 from tests.fakes.fake_cometapi import Reply
 from tests.fakes.fake_discord import ROUTE_ORIGINAL_PATCH, InteractionHandle
 from tests.fakes.images import make_png
 
-ROOT = Path(__file__).parents[2]
 ADMIN = 5000
 MEMBER = 6000
 
@@ -333,15 +331,7 @@ async def test_a_second_process_on_the_same_file_refuses_to_start(
         comet.queue(Reply.auto(latency=5.0))
         handle = await bot.imagine(prompt="in flight", user_id=MEMBER)
         await comet.wait_for_calls(1)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(ROOT),
-            "DISCORD_TOKEN": fake.token,
-            "COMETAPI_KEY": COMET_KEY,
-            "COMETAPI_BASE_URL": comet.base_url,
-            "DISCORD_API_BASE_URL": fake.api_base_url,
-            "DATABASE_PATH": str(database),
-        }
+        env = process_env(fake, comet, DATABASE_PATH=str(database))
         second = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
         )

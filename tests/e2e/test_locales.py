@@ -9,14 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Harness, fakes, run_bot
-from tests.fakes.discord_payloads import MANAGER_PERMISSIONS
-from tests.fakes.fake_discord import InteractionHandle
+from tests.e2e.harness import EPHEMERAL, Harness, admin, fakes, private_text, result_of, run_bot
 
-ADMIN = 5000
 MEMBER = 6000
 OTHER = 6001
-EPHEMERAL = 1 << 6
 
 
 @pytest.fixture
@@ -27,21 +23,6 @@ async def german_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Asyn
         fake.guilds[spec.id] = replace(spec, locale="de")
         async with run_bot(fake, comet, tmp_path / "usage.db", monkeypatch) as harness:
             yield harness
-
-
-async def private_text(handle: InteractionHandle) -> str:
-    callback = await handle.wait_for_callback()
-    assert callback.json["type"] == 4
-    assert callback.json["data"]["flags"] & EPHEMERAL
-    return str(callback.json["data"]["content"])
-
-
-async def result_message(bot: Harness, handle: InteractionHandle) -> dict[str, Any]:
-    await handle.wait_for(lambda r: bool(r.files), timeout=15)
-    await bot.settled()
-    message = handle.original
-    assert message is not None
-    return message
 
 
 def fields(embed: dict[str, Any]) -> dict[str, str]:
@@ -58,14 +39,7 @@ def labels(message: dict[str, Any]) -> dict[str, str]:
 
 
 async def block_word(bot: Harness, term: str) -> None:
-    handle = await bot.discord.invoke(
-        "usage-admin",
-        {"term": term},
-        subcommand=["limits", "block-word"],
-        user_id=ADMIN,
-        permissions=MANAGER_PERMISSIONS,
-    )
-    await handle.wait_for_callback()
+    await admin(bot, ["limits", "block-word"], {"term": term})
 
 
 async def usage_embed(bot: Harness, locale: str) -> dict[str, Any]:
@@ -98,14 +72,7 @@ async def test_a_blocked_word_is_refused_in_the_members_language(
 async def test_a_channel_refusal_is_in_the_members_language(bot: Harness) -> None:
     """Outside the allowed channels: the refusal names them, in Japanese."""
     allowed = bot.discord.guild().text_channel_id
-    handle = await bot.discord.invoke(
-        "usage-admin",
-        {"channel": allowed},
-        subcommand=["limits", "channel-allow"],
-        user_id=ADMIN,
-        permissions=MANAGER_PERMISSIONS,
-    )
-    await handle.wait_for_callback()
+    await admin(bot, ["limits", "channel-allow"], {"channel": allowed})
     text = await private_text(
         await bot.imagine(prompt="a cat", user_id=MEMBER, channel_id=allowed + 100, locale="ja")
     )
@@ -134,7 +101,7 @@ async def test_a_result_is_in_the_requesters_language(
     bot: Harness, locale: str, model_field: str, buttons: set[str], footer: str
 ) -> None:
     """The result's embed, footer and buttons speak the language of whoever asked."""
-    message = await result_message(
+    message = await result_of(
         bot, await bot.imagine(prompt="a red kite", model="dall-e-3", user_id=MEMBER, locale=locale)
     )
     embed = message["embeds"][0]
@@ -145,7 +112,7 @@ async def test_a_result_is_in_the_requesters_language(
 
 async def test_a_press_is_answered_in_the_pressers_language(bot: Harness) -> None:
     """A Japanese result's Details pressed by a German member: the private answer is German."""
-    message = await result_message(
+    message = await result_of(
         bot, await bot.imagine(prompt="a red kite", model="dall-e-3", user_id=MEMBER, locale="ja")
     )
     details = await bot.discord.press(message, labels(message)["詳細"], user_id=OTHER, locale="de")
@@ -157,7 +124,7 @@ async def test_a_press_is_answered_in_the_pressers_language(bot: Harness) -> Non
 
 async def test_usage_is_in_the_members_language_with_its_numbers(bot: Harness) -> None:
     """/usage after one image: Japanese and German titles, fields, money and days."""
-    await result_message(bot, await bot.imagine(prompt="a cat", model="dall-e-3", user_id=MEMBER))
+    await result_of(bot, await bot.imagine(prompt="a cat", model="dall-e-3", user_id=MEMBER))
     japanese = await usage_embed(bot, "ja")
     # \uff1a: Japanese text takes the full-width colon.
     assert japanese["title"] == "あなたの画像利用状況\uff1a過去30日間"

@@ -7,32 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Harness, fakes, run_bot
-from tests.fakes.discord_payloads import MANAGER_PERMISSIONS
+from tests.e2e.harness import Harness, admin, fakes, private_text, run_bot
 
-ADMIN = 5000
 MEMBER = 6000
-EPHEMERAL = 1 << 6
-
-
-async def admin(bot: Harness, subcommand: list[str] | str, options: dict[str, object]) -> str:
-    handle = await bot.discord.invoke(
-        "usage-admin",
-        options,
-        subcommand=subcommand,
-        user_id=ADMIN,
-        permissions=MANAGER_PERMISSIONS,
-    )
-    callback = await handle.wait_for_callback()
-    return str(callback.json["data"])
 
 
 async def private_refusal(bot: Harness, **options: object) -> str:
-    handle = await bot.imagine(user_id=MEMBER, **options)
-    callback = await handle.wait_for_callback()
-    assert callback.json["type"] == 4
-    assert callback.json["data"]["flags"] & EPHEMERAL
-    return str(callback.json["data"]["content"])
+    return await private_text(await bot.imagine(user_id=MEMBER, **options))
 
 
 @pytest.mark.parametrize(

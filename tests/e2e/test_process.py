@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from tests.e2e.harness import COMET_KEY, fakes
+from tests.e2e.harness import COMET_KEY, fakes, process_env
 from tests.fakes.fake_cometapi import Reply
-
-ROOT = Path(__file__).parents[2]
 
 
 async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> None:
@@ -30,17 +27,13 @@ async def test_sigterm_mid_generation_exits_cleanly_within_ten_seconds(tmp_path:
     async with fakes() as (fake, comet):
         # The first request's failure echoes the key, as a misbehaving upstream might.
         comet.queue(Reply.error(500, f"internal error for key {COMET_KEY}"), Reply.hang())
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(ROOT),
-            "DISCORD_TOKEN": fake.token,
-            "COMETAPI_KEY": COMET_KEY,
-            "COMETAPI_BASE_URL": comet.base_url,
-            "DISCORD_API_BASE_URL": fake.api_base_url,
-            "DATABASE_PATH": str(tmp_path / "usage.db"),
-            "SHUTDOWN_GRACE_S": "1",
-            "LOOP_LAG_LOG_S": "0.2",
-        }
+        env = process_env(
+            fake,
+            comet,
+            DATABASE_PATH=str(tmp_path / "usage.db"),
+            SHUTDOWN_GRACE_S="1",
+            LOOP_LAG_LOG_S="0.2",
+        )
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE

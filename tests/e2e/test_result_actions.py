@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Harness, fakes, modal_inputs, run_bot
+from tests.e2e.harness import (
+    EPHEMERAL,
+    Harness,
+    fakes,
+    modal_inputs,
+    private_text,
+    result_of,
+    run_bot,
+)
 from tests.fakes.discord_payloads import MANAGER_PERMISSIONS, MEMBER_PERMISSIONS
-from tests.fakes.fake_discord import InteractionHandle
 
 MEMBER = 6000
 OTHER = 6001
-EPHEMERAL = 1 << 6
 
 
 def rows(database: Path, columns: str) -> list[Any]:
@@ -30,22 +36,6 @@ def buttons(message: dict[str, Any]) -> dict[str, str]:
         for row in message.get("components", [])
         for button in row.get("components", [])
     }
-
-
-async def result_of(bot: Harness, handle: InteractionHandle) -> dict[str, Any]:
-    """The posted result message of an /imagine (or a button's new generation)."""
-    await handle.wait_for(lambda r: bool(r.files), timeout=15)
-    await bot.settled()
-    message = handle.original
-    assert message is not None
-    return message
-
-
-async def private_text(handle: InteractionHandle) -> str:
-    callback = await handle.wait_for_callback()
-    assert callback.json["type"] == 4
-    assert callback.json["data"]["flags"] & EPHEMERAL
-    return str(callback.json["data"].get("content"))
 
 
 async def test_a_result_carries_six_buttons_naming_its_generation(bot: Harness) -> None:

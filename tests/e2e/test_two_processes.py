@@ -7,7 +7,6 @@ shards), so a member using /imagine in two guilds is served by both processes at
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -17,11 +16,10 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.e2e.harness import COMET_KEY
+from tests.e2e.harness import COMET_KEY, process_env
 from tests.fakes.fake_cometapi import FakeCometAPI, Reply
 from tests.fakes.fake_discord import FakeDiscord
 
-ROOT = Path(__file__).parents[2]
 # One guild on each of two shards: (id >> 22) % 2 is 0 and 1.
 GUILD_ON_0 = 4 << 22
 GUILD_ON_1 = (5 << 22) + 7
@@ -55,19 +53,15 @@ async def bot_process(
     fake: FakeDiscord, comet: FakeCometAPI, url: str, shard: int, folder: Path
 ) -> AsyncIterator[BotProcess]:
     """`python -m bot` running shard `shard` of 2 on the database at `url`, until ready."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "DISCORD_TOKEN": fake.token,
-        "COMETAPI_KEY": COMET_KEY,
-        "COMETAPI_BASE_URL": comet.base_url,
-        "DISCORD_API_BASE_URL": fake.api_base_url,
-        "DATABASE_URL": url,
-        "SHARD_COUNT": "2",
-        "SHARD_IDS": str(shard),
-        "USER_DAILY_IMAGE_LIMIT": str(DAILY_LIMIT),
-        "SHUTDOWN_GRACE_S": "0.5",
-    }
+    env = process_env(
+        fake,
+        comet,
+        DATABASE_URL=url,
+        SHARD_COUNT="2",
+        SHARD_IDS=str(shard),
+        USER_DAILY_IMAGE_LIMIT=str(DAILY_LIMIT),
+        SHUTDOWN_GRACE_S="0.5",
+    )
     await asyncio.to_thread(folder.mkdir, exist_ok=True)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", cwd=folder, env=env, stderr=asyncio.subprocess.PIPE
