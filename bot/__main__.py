@@ -25,7 +25,13 @@ from bot.ledger.postgres import StorageUnavailable
 from bot.ledger.storage import shown
 from bot.ledger.store import LedgerInUse
 from bot.logs import configure_logging
-from bot.settings import ProbeSettings, Settings, StorageSettings, describe_settings_error
+from bot.settings import (
+    ProbeSettings,
+    Settings,
+    StorageSettings,
+    describe_settings_error,
+    storage_url,
+)
 
 
 def load_settings() -> Settings | None:
@@ -86,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.database_url:
                 url = args.database_url
             elif args.database:
-                url = f"sqlite:///{args.database}"
+                url = storage_url(None, args.database)
             else:
                 url = StorageSettings().url
         except ValidationError as error:

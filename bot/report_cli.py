@@ -261,7 +261,14 @@ async def read_any_report(url: str, scope: Scope, window: Window, top: int) -> R
     """The report from whichever database the URL names."""
     if is_postgres(url):
         return await read_postgres_report(url, scope, window, top)
-    return await read_report(sqlite_path(url), scope, window, top)
+    try:
+        database = sqlite_path(url)
+    except ValueError:
+        # Not repeated: the URL may hold a password.
+        raise ReportUnavailable(
+            "the database URL must start with sqlite:/// or postgresql://"
+        ) from None
+    return await read_report(database, scope, window, top)
 
 
 async def read_report(database: Path, scope: Scope, window: Window, top: int) -> Report:
@@ -285,7 +292,7 @@ async def read_report(database: Path, scope: Scope, window: Window, top: int) ->
         await db.close()
 
 
-def run(args: argparse.Namespace, database: Path | str, out: TextIO | None = None) -> int:
+def run(args: argparse.Namespace, url: str, out: TextIO | None = None) -> int:
     """Print the report the arguments ask for; 0 on success, 2 with a message otherwise."""
     try:
         window = parse_window(args.period, args.start, args.end, utc_now())
@@ -294,7 +301,6 @@ def run(args: argparse.Namespace, database: Path | str, out: TextIO | None = Non
         return 2
     scope = Scope(guild_id=args.guild, user_id=args.user)
     try:
-        url = database if isinstance(database, str) else f"sqlite:///{database}"
         report = asyncio.run(read_any_report(url, scope, window, max(args.top, 0)))
     except ReportUnavailable as error:
         print(f"report: {error}", file=sys.stderr)

@@ -203,3 +203,14 @@ def test_an_older_schema_exits_2(database: Path, capsys: pytest.CaptureFixture[s
     status, _, err = report(capsys)
     assert status == 2
     assert "schema version 1" in err
+
+
+def test_a_database_url_of_another_kind_is_refused_in_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--database-url mysql://…: exit 2 with what is accepted, no traceback, no password."""
+    assert main(["report", "--database-url", "mysql://bot:hunter2-long@db/x"]) == 2
+    err = capsys.readouterr().err
+    assert "must start with sqlite:/// or postgresql://" in err
+    assert "hunter2" not in err
+    assert "Traceback" not in err
