@@ -158,9 +158,6 @@ class PostgresDatabase(Database):
 
     def statement(self, sql: str) -> Statement:
         """The statement for `sql`, rewritten once per text."""
-        return self._statement(sql)
-
-    def _statement(self, sql: str) -> Statement:
         statement = self._statements.get(sql)
         if statement is None:
             statement = self._statements[sql] = Statement(sql)
@@ -175,26 +172,26 @@ class PostgresDatabase(Database):
                 yield connection
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        statement = self._statement(sql)
+        statement = self.statement(sql)
         async with self._acquire() as connection:
             status = await connection.execute(statement.text, *statement.arguments(params))
         return _changed(status)
 
     async def execute_fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        statement = self._statement(sql)
+        statement = self.statement(sql)
         async with self._acquire() as connection:
             rows = await connection.fetch(statement.text, *statement.arguments(params))
         return [tuple(row) for row in rows]
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        statement = self._statement(sql)
+        statement = self.statement(sql)
         async with self._acquire() as connection:
             await connection.executemany(
                 statement.text, [statement.arguments(params) for params in rows]
             )
 
     async def insert(self, sql: str, params: Params = ()) -> int | None:
-        statement = self._statement(sql + " RETURNING id")
+        statement = self.statement(sql + " RETURNING id")
         async with self._acquire() as connection:
             row = await connection.fetchrow(statement.text, *statement.arguments(params))
         return None if row is None else int(row[0])
